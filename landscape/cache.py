@@ -1,0 +1,190 @@
+"""An on-disk cache of trained runs.
+
+Each run is one ``.npz`` file under ``<cache>/runs/``, named by a key made
+from the experiment's training configuration, the run's seed, the dataset
+checksum and :data:`landscape.train.TRAINING_VERSION`. Entries are written to a
+temporary file and renamed into place, so a reader never sees a half-written
+entry, and a file lock per key makes concurrent processes (for example
+pytest-xdist workers) train each run once. An entry that fails to load is
+reported, moved aside and retrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+from landscape.data import Dataset
+from landscape.experiment import Experiment
+from landscape.train import TRAINING_VERSION, Run, train_run
+
+logger = logging.getLogger(__name__)
+
+CACHE_DIR_ENV = "LANDSCAPE_CACHE_DIR"
+
+_ARRAYS = ("snapshots", "train_loss", "grad_norm", "test_loss", "test_accuracy")
+
+
+class CorruptEntryError(ValueError):
+    """A cache entry exists but cannot be read back as a valid run."""
+
+
+def default_cache_dir() -> Path:
+    """Return ``$LANDSCAPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/landscape``, else ``~/.cache/landscape``."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "landscape"
+
+
+def run_key(experiment: Experiment, run: int, dataset_checksum: str) -> str:
+    """Return the cache key of run ``run`` of ``experiment``."""
+    identity = {
+        "config": experiment.training_config(),
+        "seed": experiment.seed(run),
+        "dataset_checksum": dataset_checksum,
+        "training_version": TRAINING_VERSION,
+    }
+    text = json.dumps(identity, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def save_run(path: Path, run: Run, key: str) -> None:
+    """Write ``run`` to ``path`` atomically: a temporary file, then a rename."""
+    header = {
+        "key": key,
+        "experiment": run.experiment,
+        "run": run.run,
+        "seed": run.seed,
+        "diverged": run.diverged,
+        "diverged_epoch": run.diverged_epoch,
+        "metadata": run.metadata,
+    }
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            np.savez(
+                handle,
+                header=np.array(json.dumps(header)),
+                **{name: getattr(run, name) for name in _ARRAYS},
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_run(path: Path, key: str | None = None) -> Run:
+    """Read a run written by :func:`save_run`.
+
+    Raises
+    ------
+    CorruptEntryError
+        If the file is unreadable, truncated, fails its CRC check, has missing
+        arrays or inconsistent shapes, or belongs to another key.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            header = json.loads(str(archive["header"]))
+            arrays = {name: archive[name] for name in _ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise CorruptEntryError(f"{path}: {type(error).__name__}: {error}") from error
+
+    if key is not None and header.get("key") != key:
+        raise CorruptEntryError(f"{path}: entry has key {header.get('key')!r}, expected {key!r}")
+    epochs = arrays["train_loss"].shape[0]
+    expected_lengths = {
+        "snapshots": epochs + 1,
+        "grad_norm": epochs,
+        "test_loss": epochs + 1,
+        "test_accuracy": epochs + 1,
+    }
+    for name, length in expected_lengths.items():
+        if arrays[name].shape[0] != length:
+            raise CorruptEntryError(
+                f"{path}: {name} has {arrays[name].shape[0]} entries, expected {length}"
+            )
+    if arrays["snapshots"].ndim != 2 or arrays["snapshots"].dtype != np.float32:
+        raise CorruptEntryError(f"{path}: snapshots are not a 2-D float32 array")
+
+    return Run(
+        experiment=header["experiment"],
+        run=header["run"],
+        seed=header["seed"],
+        diverged=header["diverged"],
+        diverged_epoch=header["diverged_epoch"],
+        metadata=header["metadata"],
+        **arrays,
+    )
+
+
+class RunCache:
+    """Trained runs on disk, trained on first request.
+
+    Parameters
+    ----------
+    directory : path, optional
+        Defaults to :func:`default_cache_dir`.
+    """
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+
+    def path(self, key: str) -> Path:
+        return self.directory / "runs" / f"{key}.npz"
+
+    def get(
+        self,
+        experiment: Experiment,
+        run: int,
+        dataset: Dataset,
+        *,
+        retrain: bool = False,
+    ) -> Run:
+        """Return run ``run`` of ``experiment``, training and storing it if needed.
+
+        With ``retrain=True`` the run is trained again and the entry replaced.
+        The run's ``metadata["cache"]`` says whether it was ``"hit"``,
+        ``"trained"`` or ``"retrained"``.
+        """
+        key = run_key(experiment, run, dataset.checksum)
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        with FileLock(str(path.with_suffix(".lock"))):
+            if path.exists() and not retrain:
+                try:
+                    cached = load_run(path, key)
+                except CorruptEntryError as error:
+                    aside = path.with_name(path.name + ".corrupt")
+                    os.replace(path, aside)
+                    logger.warning(
+                        "cache entry for %s run %d is corrupt and was moved to %s; "
+                        "retraining. Cause: %s",
+                        experiment.name, run, aside, error,
+                    )
+                else:
+                    cached.experiment = experiment.name
+                    cached.metadata["cache"] = "hit"
+                    logger.debug("cache hit for %s run %d: %s", experiment.name, run, path)
+                    return cached
+
+            logger.info("training %s run %d/%d (seed %d)",
+                        experiment.name, run + 1, experiment.runs, experiment.seed(run))
+            trained = train_run(experiment, run, dataset)
+            trained.metadata["cache_key"] = key
+            save_run(path, trained, key)
+            trained.metadata["cache"] = "retrained" if retrain else "trained"
+            return trained
+
+    def get_all(self, experiment: Experiment, dataset: Dataset, *, retrain: bool = False) -> list[Run]:
+        """Return all runs of ``experiment`` in run order."""
+        return [self.get(experiment, r, dataset, retrain=retrain) for r in range(experiment.runs)]

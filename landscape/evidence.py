@@ -1,0 +1,22 @@
+"""The trained runs of one experiment, gathered for claims, figures and reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from landscape.data import Dataset
+from landscape.experiment import Experiment
+from landscape.train import Run
+
+
+@dataclass
+class Evidence:
+    """An experiment with its runs, its data and the summary statistics of its runs.
+
+    ``summary`` is :func:`landscape.claims.summarize_runs` of ``runs``.
+    """
+
+    experiment: Experiment
+    runs: list[Run]
+    dataset: Dataset
+    summary: dict = field(default_factory=dict)

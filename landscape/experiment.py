@@ -1,0 +1,350 @@
+"""Experiment configurations and the registry that names them.
+
+An :class:`Experiment` fixes everything that decides a trained run: data,
+architecture, optimizer, batch size, epochs, the number of seeded runs and the
+rule that turns a run index into a seed. The registry maps names such as
+``paper-adam`` to experiments; users add their own from a TOML file (see
+:func:`load_experiments_toml`) without editing the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+DATASETS = ("mnist", "digits")
+OPTIMIZERS = ("adam", "sgd")
+VERDICTS = ("supported", "refuted", "inconclusive", "invalid")
+
+
+@dataclass(frozen=True)
+class ExpectedVerdict:
+    """A verdict other than "supported" that is known and accepted for a claim."""
+
+    verdict: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS or self.verdict == "supported":
+            allowed = ", ".join(v for v in VERDICTS if v != "supported")
+            raise ValueError(
+                f"expected verdict must be one of {allowed}, got {self.verdict!r}; "
+                "a claim expected to be supported needs no entry"
+            )
+        if not self.reason.strip():
+            raise ValueError("an expected verdict needs a non-empty reason")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment: a model, its data and optimizer, trained over several seeds.
+
+    Parameters
+    ----------
+    name : str
+        Registry name, used in test ids, cache entries and the report.
+    dataset : {"mnist", "digits"}
+        Training and test data; ``digits`` is scikit-learn's 8x8 set (64
+        inputs), meant for tests and quick trials.
+    widths : tuple of int
+        Layer widths from input to output, e.g. ``(784, 128, 128, 128, 10)``.
+        Hidden layers use ReLU.
+    optimizer : {"adam", "sgd"}
+        ``torch.optim.Adam`` or ``torch.optim.SGD`` with PyTorch's defaults
+        except for ``lr`` and ``momentum``.
+    lr : float
+        Learning rate.
+    momentum : float, default=0.0
+        SGD momentum; must be 0 for Adam.
+    batch_size : int, default=256
+        Mini-batch size. The training set is reshuffled every epoch and the
+        last, smaller batch is kept.
+    epochs : int, default=30
+    runs : int, default=8
+    seed_base, seed_stride : int, default=42, 1000
+        Run ``r`` is seeded with ``r * seed_stride + seed_base``; the seed fixes
+        both the initialization and the data order.
+    device : str, default="auto"
+        ``"auto"`` picks CUDA when available, else the CPU. Any string that
+        ``torch.device`` accepts works too.
+    expected_verdicts : mapping of str to ExpectedVerdict
+        Claims whose verdict on this experiment is known and accepted to be
+        other than "supported", keyed by claim id.
+    reference : mapping of str to float
+        Values the original authors reported, keyed by claim id, shown beside
+        ours in the report.
+    """
+
+    name: str
+    dataset: str
+    widths: tuple[int, ...]
+    optimizer: str
+    lr: float
+    momentum: float = 0.0
+    batch_size: int = 256
+    epochs: int = 30
+    runs: int = 8
+    seed_base: int = 42
+    seed_stride: int = 1000
+    device: str = "auto"
+    description: str = ""
+    expected_verdicts: Mapping[str, ExpectedVerdict] = field(default_factory=dict)
+    reference: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if not self.name or any(c.isspace() or c in "/\\" for c in self.name):
+            raise ValueError(
+                f"experiment name {self.name!r} is invalid: use a non-empty name "
+                "without spaces or slashes, such as 'paper-adam'"
+            )
+        if self.dataset not in DATASETS:
+            raise ValueError(
+                f"experiment {self.name!r}: dataset {self.dataset!r} is not supported; "
+                f"choose one of {', '.join(DATASETS)}"
+            )
+        if len(self.widths) < 2 or min(self.widths) < 1:
+            raise ValueError(
+                f"experiment {self.name!r}: widths {self.widths} must list at least "
+                "an input and an output width, all positive"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"experiment {self.name!r}: optimizer {self.optimizer!r} is not "
+                f"supported; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"experiment {self.name!r}: lr must be > 0, got {self.lr}")
+        if self.momentum < 0 or (self.optimizer == "adam" and self.momentum != 0):
+            raise ValueError(
+                f"experiment {self.name!r}: momentum {self.momentum} is invalid; "
+                "use a value >= 0 with SGD and leave it at 0 for Adam"
+            )
+        for attribute in ("batch_size", "epochs", "runs"):
+            value = getattr(self, attribute)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"experiment {self.name!r}: {attribute} must be a positive "
+                    f"integer, got {value!r}"
+                )
+        if self.runs < 2:
+            raise ValueError(
+                f"experiment {self.name!r}: runs must be at least 2 so that pairwise "
+                f"claims have a pair, got {self.runs}"
+            )
+        try:
+            torch.device("cpu" if self.device == "auto" else self.device)
+        except RuntimeError as error:
+            raise ValueError(
+                f"experiment {self.name!r}: device {self.device!r} is invalid; use "
+                "'auto', 'cpu', 'cuda' or 'cuda:N'"
+            ) from error
+
+    def seed(self, run: int) -> int:
+        """Return the seed of run ``run`` (0-based)."""
+        if not 0 <= run < self.runs:
+            raise ValueError(
+                f"experiment {self.name!r} has runs 0..{self.runs - 1}, got run {run}"
+            )
+        return run * self.seed_stride + self.seed_base
+
+    def resolve_device(self) -> torch.device:
+        """Return the device to train on; ``"auto"`` becomes CUDA when present."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def training_config(self) -> dict[str, Any]:
+        """Return the fields that decide a trained run, as plain JSON types.
+
+        The name, run count, device, expected verdicts and reference values are
+        left out: renaming an experiment or adding runs does not change the
+        runs already trained.
+        """
+        return {
+            "dataset": self.dataset,
+            "widths": list(self.widths),
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the whole configuration as plain JSON types."""
+        data = dataclasses.asdict(self)
+        data["widths"] = list(self.widths)
+        data["expected_verdicts"] = {
+            claim: {"verdict": e.verdict, "reason": e.reason}
+            for claim, e in self.expected_verdicts.items()
+        }
+        data["reference"] = dict(self.reference)
+        return data
+
+    def config_hash(self) -> str:
+        """Return a short SHA-256 of :meth:`training_config`."""
+        text = json.dumps(self.training_config(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_PAPER_REFERENCE_ADAM = {
+    "grad_norm_correlation": 0.9672,
+    "final_weight_cosine": 0.0091,
+    "accuracy_variance": 0.0027**2,
+    "accuracy_mean": 0.9778,
+    "normalized_distance": 0.7039,
+}
+
+PAPER_WIDTHS = (784, 128, 128, 128, 10)
+
+_BUILTIN = (
+    Experiment(
+        name="paper-adam",
+        dataset="mnist",
+        widths=PAPER_WIDTHS,
+        optimizer="adam",
+        lr=1e-3,
+        description="The group's setup: MLP 784-128-128-128-10, Adam lr 1e-3, "
+        "batch 256, 30 epochs, 8 seeds.",
+        reference=_PAPER_REFERENCE_ADAM,
+    ),
+    Experiment(
+        name="paper-sgd",
+        dataset="mnist",
+        widths=PAPER_WIDTHS,
+        optimizer="sgd",
+        lr=0.1,
+        description="As paper-adam, with plain SGD at lr 0.1, the rate the group "
+        "used for its SGD trajectories.",
+    ),
+)
+
+_REGISTRY: dict[str, Experiment] = {e.name: e for e in _BUILTIN}
+
+
+def register(experiment: Experiment, *, replace: bool = False) -> None:
+    """Add ``experiment`` to the registry under its name."""
+    if experiment.name in _REGISTRY and not replace:
+        raise ValueError(
+            f"experiment {experiment.name!r} is already registered; pass "
+            "replace=True to override it"
+        )
+    _REGISTRY[experiment.name] = experiment
+
+
+def get(name: str) -> Experiment:
+    """Return the registered experiment called ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown experiment {name!r}; registered experiments: "
+            f"{', '.join(sorted(_REGISTRY))}. Add your own with a TOML file "
+            "(--landscape-experiments-file) or landscape.experiment.register()"
+        ) from None
+
+
+# Named groups of experiments, selectable wherever an experiment name is.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "paper": ("paper-adam", "paper-sgd"),
+}
+
+
+def names() -> list[str]:
+    """Return the registered experiment names, in registration order."""
+    return list(_REGISTRY)
+
+
+def resolve(selection: str) -> list[str]:
+    """Turn a comma-separated list of experiment and group names into experiment names.
+
+    Group names expand to their members; ``all`` selects every registered
+    experiment. Duplicates are dropped, keeping the first occurrence.
+    """
+    selected: list[str] = []
+    for item in (part.strip() for part in selection.split(",")):
+        if not item:
+            continue
+        if item == "all":
+            members = names()
+        elif item in GROUPS:
+            members = list(GROUPS[item])
+        else:
+            get(item)  # raises with the list of known names
+            members = [item]
+        selected.extend(m for m in members if m not in selected)
+    if not selected:
+        raise ValueError(
+            f"experiment selection {selection!r} names no experiment; give names or "
+            f"groups ({', '.join(GROUPS)}, all) separated by commas"
+        )
+    return selected
+
+
+def experiment_from_mapping(name: str, table: Mapping[str, Any]) -> Experiment:
+    """Build an experiment from a TOML-style table.
+
+    ``expected_verdicts`` maps a claim id to ``{verdict = "...", reason = "..."}``.
+    A table may name an existing experiment in ``base`` and override only some
+    fields.
+    """
+    table = dict(table)
+    base_name = table.pop("base", None)
+    fields_by_name = {f.name for f in dataclasses.fields(Experiment)}
+    unknown = sorted(set(table) - fields_by_name)
+    if unknown:
+        raise ValueError(
+            f"experiment {name!r}: unknown field(s) {', '.join(unknown)}; "
+            f"valid fields are base, {', '.join(sorted(fields_by_name - {'name'}))}"
+        )
+    expected = {
+        claim: ExpectedVerdict(**entry)
+        for claim, entry in table.pop("expected_verdicts", {}).items()
+    }
+    if base_name is not None:
+        values = dataclasses.asdict(get(base_name))
+        values["expected_verdicts"] = {}
+        values["reference"] = {}
+        values["description"] = ""
+    else:
+        values = {}
+    values.update(table)
+    values["name"] = name
+    values["expected_verdicts"] = expected
+    return Experiment(**values)
+
+
+def load_experiments_toml(path: str | Path) -> list[Experiment]:
+    """Read experiments from a TOML file and register them.
+
+    Each table ``[experiments.NAME]`` holds the fields of :class:`Experiment`.
+    Example::
+
+        [experiments.adam-lr3e-4]
+        base = "paper-adam"
+        lr = 3e-4
+    """
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"experiments file {str(path)!r} not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"experiments file {str(path)!r} is not valid TOML: {error}") from None
+    tables = document.get("experiments")
+    if not isinstance(tables, dict) or not tables:
+        raise ValueError(
+            f"experiments file {str(path)!r} defines no [experiments.NAME] table"
+        )
+    loaded = [experiment_from_mapping(name, table) for name, table in tables.items()]
+    for experiment in loaded:
+        register(experiment, replace=True)
+    return loaded
