@@ -92,11 +92,23 @@ def load_run(path: Path, key: str | None = None) -> Run:
         arrays or inconsistent shapes, or belongs to another key.
     """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            header = json.loads(str(archive["header"]))
-            arrays = {name: archive[name] for name in _ARRAYS}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        # np.load checks a member's CRC only when it reads the member to its
+        # end, so a damaged shape in an array header could yield a shorter
+        # array unnoticed. testzip reads every member whole first.
+        with zipfile.ZipFile(path) as entry:
+            damaged = entry.testzip()
+        if damaged is None:
+            with np.load(path, allow_pickle=False) as archive:
+                header = json.loads(str(archive["header"]))
+                arrays = {name: archive[name] for name in _ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, NotImplementedError, RuntimeError,
+            zipfile.BadZipFile) as error:
+        # zipfile raises NotImplementedError for a damaged compression method
+        # or version field, and RuntimeError when a damaged flag marks a
+        # member as encrypted.
         raise CorruptEntryError(f"{path}: {type(error).__name__}: {error}") from error
+    if damaged is not None:
+        raise CorruptEntryError(f"{path}: member {damaged!r} fails its CRC-32 check")
 
     if key is not None and header.get("key") != key:
         raise CorruptEntryError(f"{path}: entry has key {header.get('key')!r}, expected {key!r}")
@@ -152,7 +164,7 @@ class RunCache:
         """Return run ``run`` of ``experiment``, training and storing it if needed.
 
         With ``retrain=True`` the run is trained again and the entry replaced.
-        The run's ``metadata["cache"]`` says whether it was ``"hit"``,
+        The run's ``metadata["cache"]`` records whether it was ``"hit"``,
         ``"trained"`` or ``"retrained"``.
         """
         key = run_key(experiment, run, dataset.checksum)

@@ -197,7 +197,9 @@ def evaluate_claim(
 ) -> ClaimResult:
     """Measure ``claim`` on ``runs`` and judge it.
 
-    If any run diverged, the verdict is ``"invalid"`` and no value is given.
+    If any run diverged, or the statistic is undefined on the runs (the
+    measure raised ``ValueError``), the verdict is ``"invalid"`` and no value
+    is given.
     """
     if isinstance(claim, str):
         claim = get_claim(claim)
@@ -223,7 +225,16 @@ def evaluate_claim(
             **common,
         )
 
-    measured = claim.measure(runs)
+    try:
+        measured = claim.measure(runs)
+    except ValueError as error:
+        # A statistic can be undefined on finite runs: the gradient-norm
+        # series of a one-epoch experiment are constant and have no Pearson r.
+        return ClaimResult(
+            value=None, low=None, high=None, verdict="invalid", tightest_threshold=None,
+            note=f"the {claim.statistic} is undefined on these runs: {error}",
+            **common,
+        )
     if claim.pairwise:
         interval = stats.bootstrap_pairwise_mean(
             measured, confidence=confidence, n_resamples=n_resamples, seed=seed
@@ -249,7 +260,8 @@ def summarize_runs(runs: Sequence[Run]) -> dict:
     Keys: accuracy mean and std, displacement cosine (mean pairwise cosine of
     final minus initial weights), normalized distance, final training loss
     mean, std, min and max, convergence epochs with their mean and std, and
-    the original study's convex score. Diverged runs are left out and counted.
+    the original study's convex score. The convex score is None when a
+    gradient-norm series is constant. Diverged runs are left out and counted.
     """
     healthy = [r for r in runs if not r.diverged]
     summary: dict = {"n_runs": len(runs), "n_diverged": len(runs) - len(healthy)}
@@ -261,9 +273,14 @@ def summarize_runs(runs: Sequence[Run]) -> dict:
     finals = np.stack([r.final_weights for r in healthy])
     displacements = finals.astype(np.float64) - np.stack([r.initial_weights for r in healthy])
     convergence = np.array([metrics.convergence_epoch(r.train_loss) for r in healthy])
-    grad_correlation = metrics.mean_off_diagonal(
-        metrics.pearson_matrix(np.stack([r.grad_norm for r in healthy]))
-    )
+    try:
+        grad_correlation = metrics.mean_off_diagonal(
+            metrics.pearson_matrix(np.stack([r.grad_norm for r in healthy]))
+        )
+    except ValueError:
+        # Constant series, such as those of a one-epoch experiment, have no
+        # Pearson r, and so the convex score is undefined.
+        grad_correlation = None
 
     summary.update(
         accuracy_mean=float(accuracy.mean()),
@@ -279,7 +296,7 @@ def summarize_runs(runs: Sequence[Run]) -> dict:
         convergence_epochs=convergence.tolist(),
         convergence_epoch_mean=float(convergence.mean()),
         convergence_epoch_std=float(convergence.std()),
-        convex_score=float(metrics.convex_score(
+        convex_score=None if grad_correlation is None else float(metrics.convex_score(
             accuracy.std(), final_loss.std(), convergence.std(), grad_correlation
         )),
     )

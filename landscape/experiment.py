@@ -129,7 +129,7 @@ class Experiment:
             )
         for attribute in ("batch_size", "epochs", "runs"):
             value = getattr(self, attribute)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(
                     f"experiment {self.name!r}: {attribute} must be a positive "
                     f"integer, got {value!r}"
@@ -305,10 +305,14 @@ def experiment_from_mapping(name: str, table: Mapping[str, Any]) -> Experiment:
             f"experiment {name!r}: unknown field(s) {', '.join(unknown)}; "
             f"valid fields are base, {', '.join(sorted(fields_by_name - {'name'}))}"
         )
-    expected = {
-        claim: ExpectedVerdict(**entry)
-        for claim, entry in table.pop("expected_verdicts", {}).items()
-    }
+    expected = {}
+    for claim, entry in table.pop("expected_verdicts", {}).items():
+        if not isinstance(entry, Mapping) or set(entry) != {"verdict", "reason"}:
+            raise ValueError(
+                f"experiment {name!r}: expected_verdicts.{claim} must be a table with "
+                f"exactly the keys verdict and reason, got {entry!r}"
+            )
+        expected[claim] = ExpectedVerdict(**entry)
     if base_name is not None:
         values = dataclasses.asdict(get(base_name))
         values["expected_verdicts"] = {}
@@ -344,7 +348,18 @@ def load_experiments_toml(path: str | Path) -> list[Experiment]:
         raise ValueError(
             f"experiments file {str(path)!r} defines no [experiments.NAME] table"
         )
-    loaded = [experiment_from_mapping(name, table) for name, table in tables.items()]
-    for experiment in loaded:
-        register(experiment, replace=True)
+    # Build every table before registering any, so a bad table leaves the
+    # registry unchanged. A table may use an earlier table of the same file
+    # as its base.
+    previous = dict(_REGISTRY)
+    loaded = []
+    try:
+        for name, table in tables.items():
+            experiment = experiment_from_mapping(name, table)
+            _REGISTRY[name] = experiment
+            loaded.append(experiment)
+    except (ValueError, TypeError) as error:
+        _REGISTRY.clear()
+        _REGISTRY.update(previous)
+        raise ValueError(f"experiments file {str(path)!r}: {error}") from None
     return loaded

@@ -36,8 +36,11 @@ def pearson_matrix(series: np.ndarray) -> np.ndarray:
     rows = _as_rows(series, "series")
     centered = rows - rows.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(centered, axis=1)
-    if np.any(norms == 0):
-        constant = np.flatnonzero(norms == 0).tolist()
+    # Check the values themselves too, because rounding in the mean leaves a
+    # constant row such as [0.1, 0.1, 0.1] with a tiny non-zero norm.
+    degenerate = (np.ptp(rows, axis=1) == 0) | (norms == 0)
+    if np.any(degenerate):
+        constant = np.flatnonzero(degenerate).tolist()
         raise ValueError(f"rows {constant} are constant; Pearson r is undefined for them")
     unit = centered / norms[:, None]
     return np.clip(unit @ unit.T, -1.0, 1.0)
@@ -61,12 +64,16 @@ def normalized_distance_matrix(vectors: np.ndarray) -> np.ndarray:
     """
     rows = _as_rows(vectors, "vectors")
     norms = np.linalg.norm(rows, axis=1)
-    squared = norms[:, None] ** 2 + norms[None, :] ** 2 - 2 * rows @ rows.T
-    distances = np.sqrt(np.clip(squared, 0.0, None))
-    np.fill_diagonal(distances, 0.0)
-    denominator = norms[:, None] + norms[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(denominator > 0, distances / denominator, 0.0)
+    # Subtract the vectors themselves: expanding ||w_i - w_j||^2 through dot
+    # products cancels badly for close vectors (errors near sqrt(machine
+    # epsilon) relative to the norms) and gives a slightly asymmetric matrix.
+    n_rows = len(rows)
+    ratio = np.zeros((n_rows, n_rows))
+    for i in range(n_rows):
+        for j in range(i + 1, n_rows):
+            denominator = norms[i] + norms[j]
+            if denominator > 0:
+                ratio[i, j] = ratio[j, i] = np.linalg.norm(rows[i] - rows[j]) / denominator
     return np.clip(ratio, 0.0, 1.0)
 
 
@@ -91,8 +98,10 @@ def convergence_epoch(losses: np.ndarray, *, tolerance: float = 1e-3, window: in
     losses = np.asarray(losses, dtype=np.float64)
     if losses.ndim != 1 or len(losses) == 0:
         raise ValueError(f"losses must be a non-empty 1-D array, got shape {losses.shape}")
-    if first < window:
-        raise ValueError(f"first ({first}) must be >= window ({window})")
+    # The earliest change counted for index i is |L[i-window] - L[i-window-1]|,
+    # which exists only for i > window.
+    if first <= window:
+        raise ValueError(f"first ({first}) must be > window ({window})")
     changes = np.abs(np.diff(losses))  # changes[k] = |L[k+1] - L[k]|
     for i in range(first, len(losses)):
         # Changes at j = i-window .. i-1 are changes[j-1].
