@@ -36,6 +36,10 @@ class CorruptEntryError(ValueError):
     """A cache entry exists but cannot be read back as a valid run."""
 
 
+class RunNotCachedError(LookupError):
+    """A run was requested from the cache without training, but it has no entry."""
+
+
 def default_cache_dir() -> Path:
     """Return ``$LANDSCAPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/landscape``, else ``~/.cache/landscape``."""
     if os.environ.get(CACHE_DIR_ENV):
@@ -196,6 +200,55 @@ class RunCache:
             save_run(path, trained, key)
             trained.metadata["cache"] = "retrained" if retrain else "trained"
             return trained
+
+    def load(self, experiment: Experiment, run: int, dataset_checksum: str) -> Run:
+        """Return run ``run`` of ``experiment`` from the cache, never training it.
+
+        Unlike :meth:`get`, this leaves the cache as it is: a corrupt entry is
+        reported, not moved aside. No lock is taken, because entries are
+        renamed into place whole, so a reader sees an entry either complete
+        or not at all.
+
+        Parameters
+        ----------
+        dataset_checksum : str
+            :attr:`landscape.data.Dataset.checksum` of the data the run was
+            trained on; part of the cache key.
+
+        Returns
+        -------
+        Run
+            With ``metadata["cache"] == "hit"``.
+
+        Raises
+        ------
+        RunNotCachedError
+            If the run has no entry; the message names the command that trains it.
+        CorruptEntryError
+            If the entry cannot be read back as a valid run.
+        ValueError
+            If ``run`` is not a run index of ``experiment``.
+        """
+        key = run_key(experiment, run, dataset_checksum)
+        path = self.path(key)
+        if not path.exists():
+            raise RunNotCachedError(
+                f"run {run} of experiment {experiment.name!r} is not in the cache "
+                f"{self.directory} (no {path.name}); train it first with "
+                f"`landscape train {experiment.name}`, with the same --cache-dir and "
+                "--experiments-file options, if any"
+            )
+        try:
+            cached = load_run(path, key)
+        except CorruptEntryError as error:
+            raise CorruptEntryError(
+                f"{error}; run `landscape train {experiment.name}` to move the entry "
+                "aside and train the run again"
+            ) from error
+        cached.experiment = experiment.name
+        cached.metadata["cache"] = "hit"
+        logger.debug("loaded %s run %d from %s", experiment.name, run, path)
+        return cached
 
     def get_all(self, experiment: Experiment, dataset: Dataset, *, retrain: bool = False) -> list[Run]:
         """Return all runs of ``experiment`` in run order."""

@@ -18,6 +18,12 @@ from landscape import metrics, stats
 from landscape.train import Run
 
 
+# The fewest independent units (runs, or run pairs for per-pair statistics)
+# a bootstrap interval is computed from. With 2 runs there is a single pair,
+# and every resample of it gives the same value, a zero-width interval.
+MIN_UNITS = 3
+
+
 class ClaimNotSupported(AssertionError):
     """A claim test's verdict is not "supported"."""
 
@@ -56,8 +62,11 @@ class Claim:
     """A claim of the form ``statistic <direction> threshold`` over an experiment's runs.
 
     ``measure`` returns either a symmetric pairwise matrix (``pairwise=True``),
-    whose mean over distinct pairs is the statistic, or one value per run,
-    reduced by ``reduce`` along axis 1 of a ``(n_samples, n_runs)`` array.
+    whose mean over distinct pairs is the statistic, or one value per run (or
+    per run pair), reduced by ``reduce`` along axis 1 of a
+    ``(n_samples, n_values)`` array. It takes the runs, or with
+    ``uses_evidence=True`` the whole :class:`~landscape.evidence.Evidence`,
+    for claims that also need the data.
     """
 
     id: str
@@ -68,6 +77,7 @@ class Claim:
     measure: Callable[[Sequence[Run]], np.ndarray]
     pairwise: bool
     reduce: Callable[[np.ndarray], np.ndarray] | None = None
+    uses_evidence: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in (">", "<"):
@@ -140,6 +150,32 @@ def _population_variance(samples: np.ndarray) -> np.ndarray:
     return samples.var(axis=1, ddof=0)
 
 
+def _mean(samples: np.ndarray) -> np.ndarray:
+    return samples.mean(axis=1)
+
+
+def _geometry(evidence):
+    from landscape.geometry import geometry_of
+
+    return geometry_of(evidence, evidence.cache_dir)
+
+
+def _pca_top2(evidence) -> np.ndarray:
+    return np.array(_geometry(evidence).pca_top2)
+
+
+def _barriers(evidence) -> np.ndarray:
+    return np.array(_geometry(evidence).barriers)
+
+
+def _aligned_barriers(evidence) -> np.ndarray:
+    return np.array(_geometry(evidence).aligned_barriers)
+
+
+def _aligned_cosine(evidence) -> np.ndarray:
+    return np.array(_geometry(evidence).aligned_cosine)
+
+
 CLAIMS: dict[str, Claim] = {
     claim.id: claim
     for claim in (
@@ -171,6 +207,49 @@ CLAIMS: dict[str, Claim] = {
             pairwise=False,
             reduce=_population_variance,
         ),
+        Claim(
+            id="pca_top2_variance",
+            title="Trajectories are low-dimensional",
+            statistic="mean over runs of the trajectory variance explained by the top-2 PCA components",
+            threshold=0.9,
+            direction=">",
+            measure=_pca_top2,
+            pairwise=False,
+            reduce=_mean,
+            uses_evidence=True,
+        ),
+        Claim(
+            id="linear_mode_barrier",
+            title="Independent solutions are not linearly mode-connected",
+            statistic="mean over run pairs of the training-loss barrier on the linear path (nats)",
+            threshold=0.1,
+            direction=">",
+            measure=_barriers,
+            pairwise=False,
+            reduce=_mean,
+            uses_evidence=True,
+        ),
+        Claim(
+            id="aligned_weight_cosine",
+            title="Final weights stay nearly orthogonal after aligning hidden units",
+            statistic="mean pairwise cosine similarity of final weights after weight matching",
+            threshold=0.1,
+            direction="<",
+            measure=_aligned_cosine,
+            pairwise=True,
+            uses_evidence=True,
+        ),
+        Claim(
+            id="aligned_linear_mode_barrier",
+            title="Solutions stay disconnected after aligning hidden units",
+            statistic="mean over run pairs of the training-loss barrier after weight matching (nats)",
+            threshold=0.1,
+            direction=">",
+            measure=_aligned_barriers,
+            pairwise=False,
+            reduce=_mean,
+            uses_evidence=True,
+        ),
     )
 }
 
@@ -194,6 +273,7 @@ def evaluate_claim(
     confidence: float = stats.DEFAULT_CONFIDENCE,
     n_resamples: int = stats.DEFAULT_RESAMPLES,
     seed: int | None = None,
+    evidence=None,
 ) -> ClaimResult:
     """Measure ``claim`` on ``runs`` and judge it.
 
@@ -225,8 +305,18 @@ def evaluate_claim(
             **common,
         )
 
+    if claim.uses_evidence and evidence is None:
+        raise ValueError(
+            f"claim {claim.id!r} needs the experiment's data; pass evidence= to evaluate_claim"
+        )
     try:
-        measured = claim.measure(runs)
+        measured = claim.measure(evidence if claim.uses_evidence else runs)
+        units = len(measured)
+        if units < MIN_UNITS:
+            raise ValueError(
+                f"{units} {'runs' if claim.pairwise else 'values'} give no usable "
+                f"bootstrap interval; the claim needs at least {MIN_UNITS}, so add runs"
+            )
     except ValueError as error:
         # A statistic can be undefined on finite runs: the gradient-norm
         # series of a one-epoch experiment are constant and have no Pearson r.

@@ -5,6 +5,12 @@ Examples::
     landscape fetch-data                 # fetch and verify MNIST into ./data
     landscape train paper-adam           # train and cache all runs of an experiment
     landscape experiments                # list registered experiments
+    landscape trajectory paper-adam --output pca.png      # run 0 on its PCA plane
+    landscape surface paper-adam --plane random --surface-3d
+    landscape retrain-from-plane paper-adam --alpha 20 --beta 0 --epochs 10
+
+The plane commands read trained runs from the cache and never train them;
+run ``landscape train EXPERIMENT`` first. They evaluate losses on the test set.
 """
 
 from __future__ import annotations
@@ -14,11 +20,15 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
+
 from landscape import experiment as registry
-from landscape.cache import RunCache, default_cache_dir
+from landscape.cache import RunCache, RunNotCachedError, default_cache_dir
 from landscape.data import DataError, default_data_root, load_dataset
 
 logger = logging.getLogger("landscape.cli")
+
+PLANE_COMMANDS = ("surface", "trajectory", "retrain-from-plane")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +41,59 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="TOML file with extra [experiments.NAME] tables (default: none)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int {text!r}; expected a whole number such as 21") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; expected an int of at least 1")
+    return value
+
+
+def _add_plane_options(parser: argparse.ArgumentParser, *, output_required: bool) -> None:
+    """Add the options shared by the plane commands (surface, trajectory, retrain-from-plane)."""
+    parser.add_argument("experiment", help="registered experiment name, such as paper-adam")
+    parser.add_argument(
+        "--run", type=int, default=0, metavar="R",
+        help="run index (0-based) whose cached trajectory defines the plane (default: 0)",
+    )
+    parser.add_argument(
+        "--grid", type=_positive_int, default=21, metavar="N",
+        help="grid points per axis (default: 21)",
+    )
+    parser.add_argument(
+        "--range", type=float, nargs=2, default=None, metavar=("LO", "HI"), dest="value_range",
+        help="coordinate range of both axes; 0 must fall on a grid point, for example a "
+        "symmetric range with an odd --grid (default: the PCA plane covers the trajectory "
+        "with a 20%% margin; a random plane spans -1 to 1)",
+    )
+    parser.add_argument(
+        "--samples", type=_positive_int, default=None, metavar="N",
+        help="evaluate losses on the first N test samples (default: the whole test set)",
+    )
+    parser.add_argument(
+        "--output", type=Path, required=output_required,
+        default=None, metavar="PATH.png",
+        help="figure file; the format follows the suffix"
+        + ("" if output_required else " (default: a name made from the experiment, run and plane)"),
+    )
+    parser.add_argument(
+        "--save", type=Path, default=None, metavar="PATH.npz",
+        help="also write the surface with landscape.surface.save_surface (default: not saved)",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, metavar="DIR",
+        help=f"trained-run cache (default: {default_cache_dir()})",
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=None, metavar="N",
+        help="torch intra-op threads (default: torch's own choice). When other processes "
+        "keep the cores busy, 1 can be several times faster",
+    )
+    _add_common(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +121,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("experiments", help="list registered experiments")
     _add_common(listing)
+
+    surface = commands.add_parser(
+        "surface", help="draw the loss surface of a plane through a cached run's final weights",
+    )
+    _add_plane_options(surface, output_required=False)
+    surface.add_argument(
+        "--plane", choices=("pca", "random"), default="pca",
+        help="pca: the run's first two principal components, with its trajectory drawn; "
+        "random: two filter-normalized Gaussian directions (default: pca)",
+    )
+    surface.add_argument(
+        "--seed", type=int, default=0, metavar="S",
+        help="seed of the random plane's directions (default: 0)",
+    )
+    surface.add_argument(
+        "--surface-3d", action="store_true",
+        help="also draw a 3-D surface, written beside --output as NAME-3d.SUFFIX",
+    )
+
+    trajectory = commands.add_parser(
+        "trajectory", help="draw a cached run's trajectory on its PCA plane, with fidelity",
+    )
+    _add_plane_options(trajectory, output_required=True)
+    trajectory.add_argument(
+        "--fidelity-output", type=Path, default=None, metavar="PATH.png",
+        help="also plot real against projected loss per snapshot (default: not drawn)",
+    )
+
+    retrain = commands.add_parser(
+        "retrain-from-plane",
+        help="train from a point of a cached run's PCA plane and draw both trajectories",
+    )
+    _add_plane_options(retrain, output_required=False)
+    retrain.add_argument("--alpha", type=float, required=True, metavar="A",
+                         help="start coordinate along PC1, in weight-space units")
+    retrain.add_argument("--beta", type=float, required=True, metavar="B",
+                         help="start coordinate along PC2, in weight-space units")
+    retrain.add_argument(
+        "--epochs", type=_positive_int, default=None, metavar="E",
+        help="epochs to train from the point (default: the experiment's epochs)",
+    )
     return parser
+
+
+def _with_threads(threads: int | None, function, *args):
+    """Call ``function(*args)`` with ``threads`` torch intra-op threads, then restore the count."""
+    if threads is None:
+        return function(*args)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return function(*args)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +204,13 @@ def main(argv: list[str] | None = None) -> int:
             for name in registry.names():
                 experiment = registry.get(name)
                 print(f"{name:<16} {experiment.description}")
-    except (ValueError, DataError) as error:
+        elif args.command in PLANE_COMMANDS:
+            # Imported here because it loads matplotlib, which the other commands do not need.
+            from landscape.plane_commands import run_plane_command
+
+            for path in _with_threads(args.threads, run_plane_command, args):
+                print(f"wrote {path}")
+    except (ValueError, DataError, RunNotCachedError) as error:
         print(f"landscape: error: {error}", file=sys.stderr)
         return 2
     return 0

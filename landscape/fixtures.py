@@ -45,6 +45,7 @@ def judge_claim(
             experiment.name,
             evidence.runs,
             reference=experiment.reference.get(claim_id),
+            evidence=evidence,
         )
         claims_session(request.config).record(result)
         result.check()

@@ -34,6 +34,11 @@ def pearson_matrix(series: np.ndarray) -> np.ndarray:
         If a row is constant, since its correlation is undefined.
     """
     rows = _as_rows(series, "series")
+    if rows.shape[1] < 3:
+        raise ValueError(
+            f"series have {rows.shape[1]} points; Pearson r of 2 points is always "
+            "+1 or -1, so at least 3 are needed"
+        )
     centered = rows - rows.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(centered, axis=1)
     # Check the values themselves too, because rounding in the mean leaves a

@@ -67,6 +67,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="train every requested run again and replace its cache entry; default: off",
     )
     group.addoption(
+        "--landscape-no-surfaces",
+        action="store_true",
+        default=False,
+        help="leave loss surfaces and projected trajectories out of the report; "
+        "default: they are drawn (about a minute per experiment on a CPU the first time)",
+    )
+    group.addoption(
         "--landscape-report-dir",
         metavar="DIR",
         default=None,
@@ -99,6 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
         cache_dir=Path(config.getoption("--landscape-cache-dir") or default_cache_dir()),
         report_dir=Path(config.getoption("--landscape-report-dir") or DEFAULT_REPORT_DIR),
         retrain=config.getoption("--landscape-retrain"),
+        landscapes=not config.getoption("--landscape-no-surfaces"),
     )
     config.stash[SESSION_KEY] = ClaimsSession(options)
 
@@ -146,12 +154,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # so only the controller (or a plain run) writes the report.
     if hasattr(config, "workerinput"):
         return
+    from landscape import planes
     from landscape.report import write_report
 
+    evidence = list(state.evidence.values())
+    views = {}
+    comparisons = []
+    if state.options.landscapes:
+        views = {
+            item.experiment.name: planes.experiment_views(item, item.derived.get("geometry"))
+            for item in evidence
+        }
+        comparisons = planes.comparisons(evidence)
     state.report_paths = write_report(
-        state.options.report_dir,
-        state.results,
-        list(state.evidence.values()),
+        state.options.report_dir, state.results, evidence,
+        views=views, comparisons=comparisons,
     )
 
 
@@ -171,6 +188,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                 f"{result.value:.4g} [{result.low:.4g}, {result.high:.4g}] "
                 f"{result.direction} {result.threshold:g}"
             )
-        write(f"{result.experiment:<14} {result.claim:<24} {result.verdict:<13} {numbers}")
+        write(f"{result.experiment:<14} {result.claim:<28} {result.verdict:<13} {numbers}")
     for path in state.report_paths:
         write(f"report written: {Path(path).resolve()}")

@@ -50,6 +50,9 @@ def write_report(
     report_dir: str | Path,
     results: Sequence[ClaimResult],
     evidence: Sequence[Evidence],
+    *,
+    views: dict[str, list] | None = None,
+    comparisons: Sequence | None = None,
 ) -> list[Path]:
     """Write ``claims.json`` and ``index.html`` into ``report_dir``.
 
@@ -65,6 +68,11 @@ def write_report(
         (in the order of ``evidence``) and then by claim.
     evidence : sequence of Evidence
         The experiments the results come from, with their runs and summaries.
+    views : dict of str to list of landscape.planes.View, optional
+        Loss-landscape figures per experiment name, shown after the
+        experiment's own figures; their numbers go into ``claims.json``.
+    comparisons : sequence of landscape.planes.Comparison, optional
+        Cross-experiment views and statistics, in a section of their own.
 
     Returns
     -------
@@ -75,12 +83,23 @@ def write_report(
     report_dir.mkdir(parents=True, exist_ok=True)
     results = _sorted_results(results, evidence)
 
+    views = views or {}
+    comparisons = list(comparisons or [])
     document = claims_document(results, evidence)
+    for name, record in document["experiments"].items():
+        record["landscape"] = _jsonable(
+            [{"caption": view.caption, **view.numbers} for view in views.get(name, [])]
+        )
+    document["comparisons"] = _jsonable(
+        [{"experiments": [c.first, c.second], **c.numbers,
+          "views": [{"caption": view.caption, **view.numbers} for view in c.views]}
+         for c in comparisons]
+    )
     json_path = report_dir / CLAIMS_FILE
     write_atomic(json_path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
     html_path = report_dir / HTML_FILE
-    write_atomic(html_path, render_html(document, results, evidence))
+    write_atomic(html_path, render_html(document, results, evidence, views, comparisons))
 
     logger.info("wrote %d claim results for %d experiments to %s",
                 len(results), len(evidence), report_dir)
@@ -334,7 +353,43 @@ def _figure_entries(evidence: Evidence) -> list[dict[str, str]]:
     ]
 
 
-def _experiment_section(evidence: Evidence, record: dict[str, Any]) -> dict[str, Any]:
+def _view_entries(views: Sequence) -> list[dict[str, str]]:
+    """Render landscape views to embeddable PNGs with captions that carry their fidelity."""
+    entries = []
+    for view in views:
+        caption = view.caption
+        for label, numbers in view.numbers.get("fidelity", {}).items():
+            caption += (
+                f" {label}: the plane captures {format_percent(numbers['mean_captured'], 1)} "
+                f"of the squared displacement on average (at least "
+                f"{format_percent(numbers['min_captured'], 1)}); the loss at a projection "
+                f"differs from the real loss by up to {format_number(numbers['max_loss_gap'])} nats."
+            )
+        entries.append({"uri": figures.figure_to_data_uri(view.figure), "caption": caption})
+    return entries
+
+
+def _comparison_section(comparison) -> dict[str, Any]:
+    numbers = comparison.numbers
+    accuracy = numbers["test_accuracy"]
+    rows = [
+        ("distance between the final weights", format_number(numbers["distance"])),
+        ("normalized distance ‖a−b‖ / (‖a‖+‖b‖)", format_number(numbers["normalized_distance"])),
+        ("angle between the displacements (final − initial)",
+         f"{numbers['displacement_angle_degrees']:.1f}°"),
+        ("displacement norms", ", ".join(format_number(n) for n in numbers["displacement_norms"])),
+        *((f"test accuracy of {name}", format_percent(value)) for name, value in accuracy.items()),
+    ]
+    return {
+        "title": f"{comparison.first} and {comparison.second}, run 0 from one initialization",
+        "rows": rows,
+        "figures": _view_entries(comparison.views),
+    }
+
+
+def _experiment_section(
+    evidence: Evidence, record: dict[str, Any], views: Sequence = ()
+) -> dict[str, Any]:
     experiment = evidence.experiment
     any_healthy = any(not run.diverged for run in evidence.runs)
     started = time.perf_counter()
@@ -356,7 +411,7 @@ def _experiment_section(evidence: Evidence, record: dict[str, Any]) -> dict[str,
         "n_diverged": evidence.summary.get("n_diverged", sum(r.diverged for r in evidence.runs)),
         "summary": _summary_rows(evidence.summary, dict(experiment.reference)),
         # With every run diverged each figure would only repeat that fact.
-        "figures": _figure_entries(evidence) if any_healthy else [],
+        "figures": (_figure_entries(evidence) + _view_entries(views)) if any_healthy else [],
     }
     logger.debug("rendered figures of %s in %.1f s", experiment.name,
                  time.perf_counter() - started)
@@ -393,12 +448,15 @@ def render_html(
     document: dict[str, Any],
     results: Sequence[ClaimResult],
     evidence: Sequence[Evidence],
+    views: dict[str, list] | None = None,
+    comparisons: Sequence = (),
 ) -> str:
     """Render ``index.html`` from the ``claims.json`` content and the evidence behind it."""
     evidence_by_name = {item.experiment.name: item for item in evidence}
     rows = [_claim_row(result, evidence_by_name) for result in results]
     sections = [
-        _experiment_section(item, document["experiments"][item.experiment.name])
+        _experiment_section(item, document["experiments"][item.experiment.name],
+                            (views or {}).get(item.experiment.name, []))
         for item in evidence
     ]
     confidences = sorted({row["confidence"] for row in rows})
@@ -413,6 +471,7 @@ def render_html(
         provenance=document["provenance"],
         rows=rows,
         sections=sections,
+        comparisons=[_comparison_section(c) for c in comparisons],
         verdict_meanings=VERDICT_MEANINGS,
         verdict_counts=verdict_counts,
         confidences=", ".join(confidences) or MISSING,

@@ -31,6 +31,7 @@ class SessionOptions:
     cache_dir: Path
     report_dir: Path
     retrain: bool = False
+    landscapes: bool = True
 
 
 @dataclass
@@ -65,6 +66,7 @@ class ClaimsSession:
                 runs=runs,
                 dataset=dataset,
                 summary=summarize_runs(runs),
+                cache_dir=self.options.cache_dir,
             )
         return self.evidence[experiment.name]
 

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from landscape.data import Dataset
 from landscape.experiment import Experiment
-from landscape.model import build_mlp, flatten_parameters
+from landscape.model import build_mlp, count_parameters, flatten_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -119,23 +119,62 @@ def _global_grad_norm(parameters: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(squares).sum().sqrt()
 
 
+def _check_initial_weights(weights: np.ndarray, experiment: Experiment) -> np.ndarray:
+    """Return a float32 copy of ``weights``, checked to be flat, finite and of the right length."""
+    n_params = count_parameters(experiment.widths)
+    try:
+        array = np.array(weights, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"initial_weights must be an array of numbers: {error}") from error
+    if array.shape != (n_params,):
+        raise ValueError(
+            f"initial_weights has shape {array.shape}, expected ({n_params},): one entry "
+            f"per parameter of widths {experiment.widths}, in parameters() order"
+        )
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise ValueError(
+            f"initial_weights contains {bad.size} NaN or infinite values (first at index "
+            f"{bad[0]}: {array[bad[0]]}); pass finite weights"
+        )
+    return array
+
+
 def train_run(
     experiment: Experiment,
     run: int,
     dataset: Dataset,
     *,
     device: torch.device | str | None = None,
+    initial_weights: np.ndarray | None = None,
 ) -> Run:
     """Train run ``run`` of ``experiment`` on ``dataset`` and record its trajectory.
 
     The run's seed (:meth:`Experiment.seed`) fixes the initialization and the
     order of the mini-batches. The caller's global RNG state is left as it was.
 
+    Parameters
+    ----------
+    initial_weights : np.ndarray, optional
+        Flat weights, shape ``(n_params,)`` in ``model.parameters()`` order,
+        to start from in place of the seeded initialization. They are cast to
+        float32. The seed still fixes the mini-batch order, and the optimizer
+        starts with fresh state. ``metadata["initial_weights"]`` is then
+        ``"given"``.
+
     Returns
     -------
     Run
         With ``diverged=True`` if the training loss became NaN or infinite;
         training stops at the end of that epoch.
+
+    Raises
+    ------
+    TypeError
+        If ``initial_weights`` is not an array of numbers.
+    ValueError
+        If the dataset does not fit the experiment's widths, or
+        ``initial_weights`` has the wrong shape or contains NaN or infinity.
     """
     if dataset.n_features != experiment.widths[0]:
         raise ValueError(
@@ -147,12 +186,19 @@ def train_run(
             f"experiment {experiment.name!r} has {experiment.widths[-1]} outputs but "
             f"dataset {dataset.name!r} has {dataset.n_classes} classes"
         )
+    if initial_weights is not None:
+        initial_weights = _check_initial_weights(initial_weights, experiment)
     device = torch.device(device) if device is not None else experiment.resolve_device()
     seed = experiment.seed(run)
     epochs = experiment.epochs
 
     model = build_mlp(experiment.widths, seed=seed).to(device)
     parameters = list(model.parameters())
+    if initial_weights is not None:
+        with torch.no_grad():
+            vector = torch.from_numpy(initial_weights).to(device)
+            for parameter, piece in zip(parameters, vector.split([p.numel() for p in parameters])):
+                parameter.copy_(piece.view_as(parameter))
     optimizer = make_optimizer(experiment, parameters)
     order = torch.Generator().manual_seed(seed)
 
@@ -223,6 +269,8 @@ def train_run(
         "training_version": TRAINING_VERSION,
         "config": experiment.training_config(),
     }
+    if initial_weights is not None:
+        metadata["initial_weights"] = "given"
     return Run(
         experiment=experiment.name,
         run=run,

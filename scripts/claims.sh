@@ -8,6 +8,19 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/landscape fetch-data mnist
 
+report_dir="reports"
+previous=""
+for argument in "$@"; do
+    case "$previous" in
+        --landscape-report-dir) report_dir="$argument" ;;
+    esac
+    case "$argument" in
+        --landscape-report-dir=*) report_dir="${argument#*=}" ;;
+    esac
+    previous="$argument"
+done
+started="$(mktemp)"
+
 status=0
 # log_cli shows training progress (one line per epoch) while tests run.
 .venv/bin/python -m pytest claims/ -p no:cacheprovider \
@@ -15,13 +28,12 @@ status=0
     --log-cli-format='%(asctime)s %(levelname)s %(message)s' \
     "$@" || status=$?
 
-report_dir="$(pwd)/reports"
-for argument in "$@"; do
-    case "$argument" in
-        --landscape-report-dir=*) report_dir="${argument#*=}" ;;
-    esac
-done
 echo
-echo "report: $report_dir/index.html"
-echo "results: $report_dir/claims.json"
+if [ "$report_dir/index.html" -nt "$started" ]; then
+    echo "report: $(cd "$report_dir" && pwd)/index.html"
+    echo "results: $(cd "$report_dir" && pwd)/claims.json"
+else
+    echo "no report was written (pytest exit code $status)"
+fi
+rm -f "$started"
 exit "$status"

@@ -10,7 +10,14 @@ import pytest
 
 from _helpers import TINY_WIDTHS, get_run_in_worker, one_torch_thread, tiny_experiment
 from landscape import cache
-from landscape.cache import CorruptEntryError, RunCache, load_run, run_key, save_run
+from landscape.cache import (
+    CorruptEntryError,
+    RunCache,
+    RunNotCachedError,
+    load_run,
+    run_key,
+    save_run,
+)
 from landscape.data import load_digits
 from landscape.model import count_parameters
 from landscape.train import train_run
@@ -256,6 +263,52 @@ def test_get_retrain_replaces_entry(tmp_path, digits, trained):
     assert_same_run(retrained, trained)
     assert_same_run(load_run(path, key), trained)
     assert leftover_temporaries(tmp_path) == []
+
+
+def test_load_returns_cached_run_without_training(tmp_path, digits, trained):
+    store = RunCache(tmp_path)
+    experiment = tiny_experiment()
+    key = run_key(experiment, 0, digits.checksum)
+    store.path(key).parent.mkdir(parents=True)
+    save_run(store.path(key), trained, key)
+
+    loaded = store.load(tiny_experiment(name="loading"), 0, digits.checksum)
+
+    assert loaded.metadata["cache"] == "hit"
+    assert loaded.experiment == "loading"
+    assert_same_run(loaded, trained)
+
+
+def test_load_missing_run_names_train_command(tmp_path, digits):
+    store = RunCache(tmp_path)
+
+    with pytest.raises(RunNotCachedError, match=r"run 1 of experiment 'tiny' is not in the cache") as error:
+        store.load(tiny_experiment(), 1, digits.checksum)
+
+    assert "train it first with `landscape train tiny`" in str(error.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_load_reports_corrupt_entry_and_leaves_it(tmp_path, digits, trained):
+    store = RunCache(tmp_path)
+    experiment = tiny_experiment()
+    key = run_key(experiment, 0, digits.checksum)
+    path = store.path(key)
+    path.parent.mkdir(parents=True)
+    save_run(path, trained, key)
+    damaged = corrupt_bytes(path.read_bytes(), "truncated", epochs=experiment.epochs)
+    path.write_bytes(damaged)
+
+    with pytest.raises(CorruptEntryError, match=r"run `landscape train tiny` to move the entry aside"):
+        store.load(experiment, 0, digits.checksum)
+
+    assert path.read_bytes() == damaged
+    assert not path.with_name(path.name + ".corrupt").exists()
+
+
+def test_load_rejects_unknown_run(tmp_path, digits):
+    with pytest.raises(ValueError, match=r"has runs 0..1, got run 2"):
+        RunCache(tmp_path).load(tiny_experiment(), 2, digits.checksum)
 
 
 def test_get_all_returns_runs_in_order(tmp_path, digits):

@@ -78,6 +78,11 @@ def runs_with_accuracy_variance(variance):
     ]
 
 
+# Claims measured on runs alone; the landscape claims need data and are
+# tested in test_geometry.py.
+RUN_CLAIMS = [claim_id for claim_id, claim in claims.CLAIMS.items() if not claim.uses_evidence]
+
+
 def hand_result(verdict, **overrides):
     fields = dict(
         experiment="paper-adam",
@@ -100,7 +105,7 @@ def hand_result(verdict, **overrides):
     return ClaimResult(**fields)
 
 
-@pytest.mark.parametrize("claim_id", list(claims.CLAIMS))
+@pytest.mark.parametrize("claim_id", RUN_CLAIMS)
 def test_evaluate_claim_supported(claim_id):
     result = evaluate_claim(claim_id, "hand-made", supporting_runs(), n_resamples=RESAMPLES)
 
@@ -112,7 +117,7 @@ def test_evaluate_claim_supported(claim_id):
     result.check()
 
 
-@pytest.mark.parametrize("claim_id", list(claims.CLAIMS))
+@pytest.mark.parametrize("claim_id", RUN_CLAIMS)
 def test_evaluate_claim_refuted_raises_claim_refuted(claim_id):
     result = evaluate_claim(claim_id, "hand-made", refuting_runs(), n_resamples=RESAMPLES)
 
@@ -136,7 +141,7 @@ def test_evaluate_claim_inconclusive_raises_claim_inconclusive():
     assert type(caught.value) is ClaimInconclusive
 
 
-@pytest.mark.parametrize("claim_id", list(claims.CLAIMS))
+@pytest.mark.parametrize("claim_id", RUN_CLAIMS)
 def test_evaluate_claim_with_diverged_run_is_invalid(claim_id):
     runs = supporting_runs(diverged_run=3)
 
@@ -331,3 +336,28 @@ def test_summarize_runs_one_healthy_run_gives_counts():
     runs = supporting_runs(diverged_run=0)[:2]
 
     assert claims.summarize_runs(runs) == {"n_runs": 2, "n_diverged": 1}
+
+
+@pytest.mark.parametrize("claim_id", RUN_CLAIMS)
+def test_evaluate_claim_two_runs_is_invalid(claim_id):
+    runs = supporting_runs()[:2]
+
+    result = evaluate_claim(claim_id, "hand-made", runs, n_resamples=RESAMPLES)
+
+    assert result.verdict == "invalid"
+    assert result.value is None
+    assert f"at least {claims.MIN_UNITS}" in result.note
+
+
+def test_grad_norm_correlation_two_epochs_is_invalid():
+    runs = [
+        make_run(seed, grad_norm=np.array([2.0, 1.0 + 0.1 * k]),
+                 final_weights=np.random.default_rng(k).normal(size=N_PARAMS),
+                 final_accuracy=0.9)
+        for k, seed in enumerate(SEEDS)
+    ]
+
+    result = evaluate_claim("grad_norm_correlation", "hand-made", runs, n_resamples=RESAMPLES)
+
+    assert result.verdict == "invalid"
+    assert "at least 3 are needed" in result.note
