@@ -55,7 +55,7 @@ def _judge_all(evidence: Evidence) -> list[ClaimResult]:
     experiment = evidence.experiment
     return [
         evaluate_claim(claim_id, experiment.name, evidence.runs,
-                       reference=experiment.reference.get(claim_id))
+                       reference=experiment.reference.get(claim_id), evidence=evidence)
         for claim_id in CLAIMS
     ]
 
@@ -232,8 +232,12 @@ def test_report_marks_claim_with_undefined_statistic_invalid(tmp_path, healthy):
     assert entries["final_weight_cosine"]["verdict"] != "invalid"
     assert document["experiments"][experiment.name]["summary"]["convex_score"] is None
     html = html_path.read_text(encoding="utf-8")
-    assert html.count('<tr class="invalid">') == 1
-    assert "Pearson r is undefined" in html
+    # Two snapshots are too few for a trajectory PCA, so the geometry claims,
+    # which share one computation, are invalid as well.
+    geometry_claims = [claim_id for claim_id, claim in CLAIMS.items() if claim.uses_evidence]
+    assert all(entries[claim_id]["verdict"] == "invalid" for claim_id in geometry_claims)
+    assert html.count('<tr class="invalid">') == 1 + len(geometry_claims)
+    assert "Pearson r of 2 points is always +1 or -1" in html
 
 
 # --- index.html ----------------------------------------------------------------
