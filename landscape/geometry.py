@@ -99,7 +99,8 @@ def compute_geometry(evidence: Evidence) -> Geometry:
     """Compute :class:`Geometry` for ``evidence``.
 
     For the paper MLP this evaluates 16 interpolation paths on the 60,000
-    training images, about 1-3 minutes on a 2-core CPU.
+    training images; one path took 6-10 s with one torch thread on the
+    2-core CPU this project is developed on.
     """
     runs = evidence.runs
     widths = evidence.experiment.widths
