@@ -85,7 +85,7 @@ def mnist() -> Dataset:
 
 @pytest.fixture(scope="session")
 def cached_run(mnist: Dataset) -> Run:
-    """Return run 0 of paper-adam from the run cache, or skip; never train."""
+    """Return run 0 of paper-adam from the run cache, or skip the benchmark without training."""
     experiment = experiments.get(EXPERIMENT)
     cache = RunCache()
     key = run_key(experiment, 0, mnist.checksum)

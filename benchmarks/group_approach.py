@@ -1,11 +1,11 @@
 """A re-implementation of the original group's loss-surface loop, as a baseline.
 
-The group evaluated a grid the direct way: split the grid points into
-chunks, and in each chunk deep-copy the model, write each point's flat
-weights into the copy with ``torch.nn.utils.vector_to_parameters`` and run
-the forward pass over the whole test set. The chunks ran in parallel with
-joblib. Their notebook is not part of this repository, so three details are
-our choices:
+The group evaluated a grid the direct way. They split the grid points into
+chunks and deep-copied the model once per chunk. For each point they wrote
+the flat weights into the copy with ``torch.nn.utils.vector_to_parameters``
+and ran the forward pass over the whole test set. The chunks ran in parallel
+with joblib. Their notebook is not part of this repository, so three details
+are our choices:
 
 - One chunk per grid row (21 chunks for a 21 x 21 grid), as a notebook loop
   over rows would give, so that two workers finish at about the same time.
@@ -86,7 +86,7 @@ def _evaluate_row(
     """Evaluate one chunk (a grid row) in a worker, on a deep copy of the model."""
     torch.set_num_threads(1)
     moved = copy.deepcopy(model)
-    # joblib passes large arrays as read-only memory maps; torch needs writable ones.
+    # joblib passes large arrays as read-only memory maps, and torch warns on those.
     inputs, labels = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y))
     origin, d1, d2 = (torch.from_numpy(np.array(v)) for v in (origin, d1, d2))
     losses = []

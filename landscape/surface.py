@@ -25,13 +25,18 @@ Two engines compute the same quantities:
   agree to rounding error. For that MLP on 10,000 random samples in float32,
   the loss differed by at most 2.2e-7 relative over a 21 x 21 grid.
 
-Speed was measured for that grid on a 2-core AMD EPYC VM (torch 2.14.1, one
-intra-op thread, a training job busy on the other core). Over three sessions
-the fast engine was 2.7 to 3.3 times faster than the reference, at best 31
-against 101 ms per grid point. The ratio of multiply-adds per sample,
-134,400 against 34,048, bounds the speedup at 3.95. The fast engine issues many small operations, so
-it suffers more than the reference when an intra-op thread waits for a busy
-core. On that machine, with two threads, the ratio fell to about 1.
+Speed on the paper-adam PCA-plane grid (21 x 21 points, the 10,000 MNIST
+test images) is measured by the benchmarks in ``benchmarks/``, run with
+``scripts/bench.sh``, and ``benchmarks/README.md`` records the results. On a
+quiet 2-core AMD EPYC VM with torch 2.14.1 the fast engine took 25 ms per
+grid point and the reference 89 ms with one intra-op thread (3.6 times
+faster), and 14.5 against 46.6 ms with two threads (3.2 times). The ratio of
+multiply-adds per sample, 134,400 against 34,048, bounds the speedup at
+3.95, and the fast engine's batched products already run at about the
+machine's matmul rate (33 against 34 GFLOP/s on one thread). The fast engine
+issues many small operations, so it suffers more than the reference when an
+intra-op thread waits for a core that another process keeps busy. With two
+threads on that VM under such load it was no faster than the reference.
 
 Example (a 5 x 3 grid, the unperturbed model at cell [2, 1])::
 
@@ -662,19 +667,11 @@ def _fast_engine(
         else:
             torch.addmm(spans[0].bias[k], x, weight.t(), out=pre[k])
 
-    # 2. Chunks of samples, each transposed to a contiguous (3, H1, c), so
-    #    that every later activation is (features, samples) per grid point.
-    chunk = min(FAST_SAMPLE_CHUNK, n_samples)
-    chunks = [
-        (pre[:, start : start + chunk].transpose(1, 2).contiguous(), y[start : start + chunk])
-        for start in range(0, n_samples, chunk)
-    ]
-    del pre
-
-    # 3. Grid points in row-major order: point p is cell (p // n_beta, p % n_beta).
+    # 2. Grid points in row-major order: point p is cell (p // n_beta, p % n_beta).
     grid_alpha = torch.as_tensor(np.repeat(alphas, len(betas)), dtype=dtype, device=device)
     grid_beta = torch.as_tensor(np.tile(betas, len(alphas)), dtype=dtype, device=device)
     n_points = len(grid_alpha)
+    chunk = min(FAST_SAMPLE_CHUNK, n_samples)
     max_width = max(layer.out_features for layer in layers)
     max_weight = max((layer.weight.numel() for layer in layers[1:]), default=1)
     block = max(
@@ -686,18 +683,13 @@ def _fast_engine(
         ),
     )
 
-    # 4. Blocks of grid points, each over all chunks. The activations go to
-    #    two buffers allocated once, because allocating a few MB per chunk
-    #    costs page faults that took as long as a pass over the data.
-    buffers = tuple(
-        torch.empty(block * max_width * chunk, dtype=dtype, device=device) for _ in range(2)
-    )
+    # 3. Blocks of grid points, each over all samples in chunks.
     loss_sum = torch.empty(n_points, dtype=torch.float64, device=device)
     correct = torch.empty(n_points, dtype=torch.int64, device=device)
     for first in range(0, n_points, block):
         last = min(first + block, n_points)
         loss_sum[first:last], correct[first:last] = _fast_block(
-            spans[1:], chunks, grid_alpha[first:last], grid_beta[first:last], buffers
+            spans[1:], pre, y, grid_alpha[first:last], grid_beta[first:last], chunk
         )
         progress.update(last)
 
@@ -709,97 +701,57 @@ def _fast_engine(
 
 def _fast_block(
     later: list[_LinearSpan],
-    chunks: list[tuple[torch.Tensor, torch.Tensor]],
+    pre: torch.Tensor,
+    y: torch.Tensor,
     a: torch.Tensor,
     b: torch.Tensor,
-    buffers: tuple[torch.Tensor, torch.Tensor],
+    chunk: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return summed cross-entropy and correct counts over all samples at G grid points.
 
-    ``later`` contains the layers after the first. ``chunks`` contains, for
-    each chunk of c samples, the first layer's ``(3, H1, c)`` pre-activations
-    at the origin and along d1 and d2, and the ``(c,)`` labels. ``buffers``
-    are two flat tensors of at least ``G * max_width * c`` elements that
-    hold the activations in turn.
+    ``later`` contains the layers after the first, and ``pre`` is the first layer's
+    ``(3, N, H1)`` pre-activations at the origin and along d1 and d2.
     """
     G = len(a)
+    _, n_samples, width = pre.shape
     coefficients = torch.stack([torch.ones_like(a), a, b], dim=1)  # (G, 3)
-    if later:
-        hidden, output_weight, output_bias = _folded_weights(later, a, b)
 
-    loss_sum = torch.zeros(G, dtype=torch.float64, device=a.device)
-    correct = torch.zeros(G, dtype=torch.int64, device=a.device)
-    for pre, target in chunks:
-        _, width, c = pre.shape
+    # Per-point weights of the later layers. Hidden layers are stored
+    # transposed, (G, in, out), for h @ W^T; the output layer as (G, C, in),
+    # so that logits come out as (G, C, chunk) with samples contiguous.
+    hidden = []
+    for span in later[:-1]:
+        weight, bias = span.at(a, b)
+        hidden.append((weight.transpose(1, 2).contiguous(), None if bias is None else bias[:, None, :]))
+    if later:
+        output_weight, output_bias = later[-1].at(a, b)
+        output_bias = None if output_bias is None else output_bias[:, :, None]  # (G, C, 1)
+
+    loss_sum = torch.zeros(G, dtype=torch.float64, device=pre.device)
+    correct = torch.zeros(G, dtype=torch.int64, device=pre.device)
+    for start in range(0, n_samples, chunk):
+        c = min(chunk, n_samples - start)
 
         # First layer at all G points: 1 * pre[0] + a * pre[1] + b * pre[2].
-        h = buffers[0][: G * width * c].view(G, width, c)  # (G, H1, c)
-        torch.mm(coefficients, pre.view(3, width * c), out=h.view(G, width * c))
-
+        h = torch.mm(coefficients, pre[:, start : start + c].reshape(3, c * width))
+        h = h.view(G, c, width)  # (G, c, H1)
         if not later:
-            logits = h  # (G, C, c)
+            logits = h.transpose(1, 2)  # (G, C, c)
         else:
-            # Each hidden layer's bias e and ReLU take one pass, max(z, -e),
-            # because _folded_weights moved e into the next layer's bias.
             h.relu_()
-            for index, (weight, negative_bias) in enumerate(hidden):
-                rows = weight.shape[1]
-                out = buffers[(index + 1) % 2][: G * rows * c].view(G, rows, c)
-                torch.bmm(weight, h, out=out)  # (G, H, c)
-                h = out.relu_() if negative_bias is None else torch.maximum(out, negative_bias, out=out)
-            logits = torch.bmm(output_weight, h)  # (G, C, c)
-            if output_bias is not None:
-                logits += output_bias
+            for weight, bias in hidden:
+                h = torch.bmm(h, weight) if bias is None else torch.baddbmm(bias, h, weight)
+                h.relu_()  # (G, c, H)
+            h_t = h.transpose(1, 2)  # (G, H, c)
+            if output_bias is None:
+                logits = torch.bmm(output_weight, h_t)
+            else:
+                logits = torch.baddbmm(output_bias, output_weight, h_t)  # (G, C, c)
 
-        chunk_loss, chunk_correct = _cross_entropy_sums(logits, target)
+        chunk_loss, chunk_correct = _cross_entropy_sums(logits, y[start : start + c])
         loss_sum += chunk_loss
         correct += chunk_correct
     return loss_sum, correct
-
-
-def _folded_weights(
-    later: list[_LinearSpan], a: torch.Tensor, b: torch.Tensor
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None]], torch.Tensor, torch.Tensor | None]:
-    """Return the later layers' weights at G grid points, each hidden bias moved to the next layer.
-
-    Since ``relu(z + e) = max(z, -e) + e``, a hidden layer can apply its
-    bias ``e`` and the ReLU in one pass as ``max(z, -e)``. Its output is
-    then short by ``e``, so the next layer adds ``W_next @ e`` to its own
-    bias. With activations laid out as (features, samples), ``max`` with a
-    per-feature bias costs about as much as ``relu_``, while adding the bias
-    would take a second pass.
-
-    Returns
-    -------
-    hidden : list of (weight, negative_bias)
-        ``weight`` is ``(G, out, in)``; ``negative_bias`` is ``-e`` as
-        ``(G, out, 1)``, or None for a layer without a bias that receives none.
-    output_weight : torch.Tensor
-        ``(G, C, in)``.
-    output_bias : torch.Tensor or None
-        ``(G, C, 1)``: the output layer's bias plus what the last hidden
-        layer moved into it.
-    """
-    hidden = []
-    carried = None  # (G, in): the bias that the previous layer left out of its output
-    for span in later[:-1]:
-        weight, bias = span.at(a, b)  # (G, out, in), (G, out)
-        bias = _add_carried(weight, bias, carried)
-        hidden.append((weight, None if bias is None else bias.neg()[:, :, None]))
-        carried = bias
-    weight, bias = later[-1].at(a, b)
-    bias = _add_carried(weight, bias, carried)
-    return hidden, weight, None if bias is None else bias[:, :, None]
-
-
-def _add_carried(
-    weight: torch.Tensor, bias: torch.Tensor | None, carried: torch.Tensor | None
-) -> torch.Tensor | None:
-    """Return ``bias + weight @ carried`` per grid point, treating None as zero."""
-    if carried is None:
-        return bias
-    moved = torch.bmm(weight, carried[:, :, None]).squeeze(2)  # (G, out)
-    return moved if bias is None else bias + moved
 
 
 @functools.lru_cache(maxsize=None)
@@ -809,11 +761,13 @@ def _exp_floor(dtype: torch.dtype, n_classes: int) -> float | None:
     ``exp`` of an argument below ``log(finfo.tiny)`` returns a subnormal
     number or 0, and PyTorch's vectorized ``exp`` then takes a slow path: on a
     2-core AMD EPYC (Zen 1) VM with torch 2.14.1 it ran 10 to 50 times slower.
-    Far out on a surface a quarter of the shifted logits fall there.
-    Clamping them at that bound changes each such term by less than ``tiny``,
-    and the sum always contains ``exp(0) = 1`` from the largest logit, so the
-    sum and the loss are unchanged as long as ``n_classes * tiny`` is below
-    half an ulp of 1. That holds for float32 and float64 but not float16.
+    On the paper-adam PCA-plane grid about 29% of the shifted logits fall
+    there, and ``exp`` took about 6% of the fast engine's time before the clamp.
+    A clamped term grows by less than ``exp(floor)``, and the sum it joins is
+    at least 1 (the largest logit contributes ``exp(0)``), so the sum changes
+    by at most its last bit when ``n_classes * exp(floor)`` is below half an
+    ulp of 1. That holds for float32, float64 and bfloat16, not for float16.
+    On the paper-adam grid the losses came out bit for bit the same.
     """
     info = torch.finfo(dtype)
     floor = math.ceil(math.log(info.tiny))
@@ -827,8 +781,9 @@ def _cross_entropy_sums(logits: torch.Tensor, target: torch.Tensor) -> tuple[tor
 
     ``logits`` has shape ``(G, C, c)`` and ``target`` shape ``(c,)``. The
     loss is ``max + log(sum(exp(logits - max))) - logits[target]``, the
-    stable form that ``F.cross_entropy`` also uses; ``max`` along classes
-    returns the first index among ties, as ``argmax`` does.
+    stable form that ``F.cross_entropy`` also uses, with ``logits - max``
+    clamped from below at :func:`_exp_floor`. ``max`` along classes returns
+    the first index among ties, as ``argmax`` does.
     """
     G, n_classes, c = logits.shape
     maximum, predicted = logits.max(dim=1)  # (G, c) each
