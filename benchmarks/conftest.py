@@ -45,6 +45,20 @@ RATIOS = (
     ("fast 1 thread vs group's approach (2 workers)", "group", "fast[threads=1]"),
     ("fast 2 threads vs group's approach (2 workers)", "group", "fast[threads=2]"),
     ("fast vs loss-landscapes, 1 thread", "loss_landscapes[threads=1]", "fast[threads=1]"),
+    ("engine K=8 vs K=1, per model-epoch", "engine[K=1]", "engine[K=8]"),
+    ("engine K=1 vs group's pipeline, per model-epoch", "group_pipeline", "engine[K=1]"),
+    ("capture every step vs every epoch (time ratio)", "capture[every-step]", "capture[every-epoch]"),
+)
+
+# Achieved GFLOP/s per benchmark key, for the shares of the matmul rate.
+RATES = pytest.StashKey[dict[str, float]]()
+
+# Shares reported at the end: (label, benchmark, matmul benchmark at the same thread count).
+SHARES = (
+    ("engine K=1 share of matmul GFLOP/s", "engine[K=1]"),
+    ("engine K=8 share of matmul GFLOP/s", "engine[K=8]"),
+    ("fast engine, 1 thread, share of matmul GFLOP/s", "fast[threads=1]"),
+    ("fast engine, 2 threads, share of matmul GFLOP/s", "fast[threads=2]"),
 )
 
 
@@ -75,8 +89,14 @@ class Grid:
 
 
 @pytest.fixture(scope="session")
-def mnist() -> Dataset:
-    root = Path(os.environ.get(DATA_ROOT_ENV) or REPOSITORY / "data")
+def data_root() -> Path:
+    """Return the MNIST data root: $LANDSCAPE_DATA_ROOT, else ./data."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or REPOSITORY / "data")
+
+
+@pytest.fixture(scope="session")
+def mnist(data_root: Path) -> Dataset:
+    root = data_root
     try:
         return load_mnist(root)
     except DataError as error:
@@ -136,6 +156,26 @@ def timings(request: pytest.FixtureRequest) -> dict[str, float]:
     return table
 
 
+@pytest.fixture(scope="session")
+def rates(request: pytest.FixtureRequest) -> dict[str, float]:
+    """Return the session table of achieved GFLOP/s, with ``threads`` beside each entry."""
+    table = request.config.stash.get(RATES, None)
+    if table is None:
+        table = request.config.stash[RATES] = {}
+    return table
+
+
+def matmul_shares(rates: dict[str, float]) -> dict[str, float]:
+    """Return each share of SHARES whose benchmark and matching matmul both ran."""
+    shares = {}
+    for label, key in SHARES:
+        threads = rates.get(f"{key}:threads")
+        matmul = rates.get(f"matmul[threads={threads}]")
+        if key in rates and matmul:
+            shares[f"{label} ({threads} threads)"] = rates[key] / matmul
+    return shares
+
+
 def speed_ratios(table: dict[str, float]) -> dict[str, float]:
     """Return each ratio of RATIOS whose two benchmarks both ran."""
     return {
@@ -148,17 +188,21 @@ def speed_ratios(table: dict[str, float]) -> dict[str, float]:
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     table = config.stash.get(TIMINGS, {})
     ratios = speed_ratios(table)
-    if not ratios:
+    shares = matmul_shares(config.stash.get(RATES, {}))
+    if not ratios and not shares:
         return
-    terminalreporter.section("loss-surface speed ratios (fastest rounds)")
+    terminalreporter.section("speed ratios (fastest rounds)")
     for label, ratio in ratios.items():
-        terminalreporter.write_line(f"{label:50s} {ratio:6.2f}x")
+        terminalreporter.write_line(f"{label:60s} {ratio:6.2f}x")
+    for label, share in shares.items():
+        terminalreporter.write_line(f"{label:60s} {100 * share:6.1f}%")
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
     """Add the speed ratios to the JSON output, overall and in each faster benchmark's ``extra_info``."""
     table = config.stash.get(TIMINGS, {})
     output_json["speed_ratios"] = speed_ratios(table)
+    output_json["matmul_shares"] = matmul_shares(config.stash.get(RATES, {}))
     by_key = {entry["extra_info"].get("key"): entry for entry in output_json["benchmarks"]}
     for label, slower, faster in RATIOS:
         if slower in table and faster in table and faster in by_key:

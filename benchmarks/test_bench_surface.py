@@ -68,7 +68,7 @@ def record(benchmark, timings: dict[str, float], key: str, n_points: int | None 
 
 
 @pytest.mark.benchmark(group="matmul")
-def test_matmul_gflops(benchmark, torch_threads, timings):
+def test_matmul_gflops(benchmark, torch_threads, timings, rates):
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=generator)
     b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=generator)
@@ -79,10 +79,11 @@ def test_matmul_gflops(benchmark, torch_threads, timings):
     benchmark.extra_info["torch_threads"] = torch_threads
     benchmark.extra_info["size"] = MATMUL_SIZE
     benchmark.extra_info["gflops"] = round(2 * MATMUL_SIZE**3 / fastest / 1e9, 1)
+    rates[f"matmul[threads={torch_threads}]"] = 2 * MATMUL_SIZE**3 / fastest / 1e9
 
 
 @pytest.mark.benchmark(group="surface-21x21")
-def test_fast_engine(benchmark, torch_threads, grid, expected_loss, timings):
+def test_fast_engine(benchmark, torch_threads, grid, expected_loss, timings, rates):
     surface = benchmark.pedantic(
         loss_surface, args=(grid.model, grid.plane, grid.x, grid.y),
         kwargs=dict(alphas=grid.alphas, betas=grid.betas, engine="fast"),
@@ -95,6 +96,9 @@ def test_fast_engine(benchmark, torch_threads, grid, expected_loss, timings):
     # Throughput credited with the FLOPs of a full forward pass per point,
     # which the fast engine avoids, so it can exceed the matmul GFLOP/s.
     benchmark.extra_info["effective_gflops"] = round(grid.reference_flops() / fastest / 1e9, 1)
+    key = f"fast[threads={torch_threads}]"
+    rates[key] = grid.reference_flops() / fastest / 1e9
+    rates[f"{key}:threads"] = torch_threads
 
 
 @pytest.mark.benchmark(group="surface-21x21")

@@ -5,25 +5,30 @@ from the experiment's training configuration, the run's seed, the dataset
 checksum and :data:`landscape.train.TRAINING_VERSION`. Entries are written to a
 temporary file and renamed into place, so a reader never sees a half-written
 entry, and a file lock per key makes concurrent processes (for example
-pytest-xdist workers) train each run once. An entry that fails to load is
+pytest-xdist workers) train each run once. The runs of one request that are
+missing are trained together as one stack. An entry that fails to load is
 reported, moved aside and retrained.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from filelock import FileLock
 
 from landscape.data import Dataset
 from landscape.experiment import Experiment
-from landscape.train import TRAINING_VERSION, Run, train_run
+from landscape.train import TRAINING_VERSION, Run, describe_runs, train_runs
+from landscape.trajectory import Capture
 
 logger = logging.getLogger(__name__)
 
@@ -171,35 +176,94 @@ class RunCache:
         The run's ``metadata["cache"]`` records whether it was ``"hit"``,
         ``"trained"`` or ``"retrained"``.
         """
-        key = run_key(experiment, run, dataset.checksum)
+        return self.get_many(experiment, [run], dataset, retrain=retrain)[0]
+
+    def get_many(
+        self,
+        experiment: Experiment,
+        runs: Sequence[int],
+        dataset: Dataset,
+        *,
+        retrain: bool = False,
+        capture: Capture | None = None,
+    ) -> list[Run]:
+        """Return several runs of ``experiment``, training the missing ones together.
+
+        The runs not in the cache (all of them with ``retrain=True``) are
+        trained as one stack by :func:`landscape.train.train_runs`, which
+        gives each run the same result as training it alone, and each is
+        stored in its own entry. The locks of all requested entries are held
+        meanwhile, taken in key order so that two processes asking for
+        overlapping sets cannot deadlock; the second one then finds the
+        entries written.
+
+        With ``capture``, a run whose trajectory file (see
+        :mod:`landscape.trajectory`) does not exist yet counts as missing: it
+        is trained again, which reproduces its cache entry bit for bit, and
+        its snapshots are streamed to that file.
+
+        Returns
+        -------
+        list of Run
+            In the order of ``runs``, each with ``metadata["cache"]`` set as
+            in :meth:`get`.
+        """
+        runs = [int(r) for r in runs]
+        for run in runs:
+            experiment.seed(run)  # raises for a run the experiment does not have
+        keys = {run: run_key(experiment, run, dataset.checksum) for run in runs}
+        (self.directory / "runs").mkdir(parents=True, exist_ok=True)
+        locks = [FileLock(str(self.path(key).with_suffix(".lock"))) for key in sorted(set(keys.values()))]
+
+        with contextlib.ExitStack() as held:
+            for lock in locks:
+                held.enter_context(lock)
+            found: dict[int, Run] = {}
+            if not retrain:
+                for run in runs:
+                    cached = self._read_or_set_aside(experiment, run, keys[run])
+                    if cached is not None:
+                        found[run] = cached
+            if capture is not None:
+                steps_per_epoch = math.ceil(len(dataset.x_train) / experiment.batch_size)
+                for run in runs:
+                    if not capture.path(experiment.name, run, steps_per_epoch).exists():
+                        found.pop(run, None)
+            missing = [run for run in dict.fromkeys(runs) if run not in found]
+            if missing:
+                logger.info(
+                    "training %s %s together (seeds %s)",
+                    experiment.name, describe_runs(missing, experiment.runs),
+                    ", ".join(str(experiment.seed(r)) for r in missing),
+                )
+                for trained in train_runs(experiment, missing, dataset, capture=capture):
+                    key = keys[trained.run]
+                    trained.metadata["cache_key"] = key
+                    save_run(self.path(key), trained, key)
+                    trained.metadata["cache"] = "retrained" if retrain else "trained"
+                    found[trained.run] = trained
+        return [found[run] for run in runs]
+
+    def _read_or_set_aside(self, experiment: Experiment, run: int, key: str) -> Run | None:
+        """Return the cached run, or None when it is missing or corrupt (then moved aside)."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-        with FileLock(str(path.with_suffix(".lock"))):
-            if path.exists() and not retrain:
-                try:
-                    cached = load_run(path, key)
-                except CorruptEntryError as error:
-                    aside = path.with_name(path.name + ".corrupt")
-                    os.replace(path, aside)
-                    logger.warning(
-                        "cache entry for %s run %d is corrupt and was moved to %s; "
-                        "retraining. Cause: %s",
-                        experiment.name, run, aside, error,
-                    )
-                else:
-                    cached.experiment = experiment.name
-                    cached.metadata["cache"] = "hit"
-                    logger.debug("cache hit for %s run %d: %s", experiment.name, run, path)
-                    return cached
-
-            logger.info("training %s run %d/%d (seed %d)",
-                        experiment.name, run + 1, experiment.runs, experiment.seed(run))
-            trained = train_run(experiment, run, dataset)
-            trained.metadata["cache_key"] = key
-            save_run(path, trained, key)
-            trained.metadata["cache"] = "retrained" if retrain else "trained"
-            return trained
+        if not path.exists():
+            return None
+        try:
+            cached = load_run(path, key)
+        except CorruptEntryError as error:
+            aside = path.with_name(path.name + ".corrupt")
+            os.replace(path, aside)
+            logger.warning(
+                "cache entry for %s run %d is corrupt and was moved to %s; "
+                "retraining. Cause: %s",
+                experiment.name, run, aside, error,
+            )
+            return None
+        cached.experiment = experiment.name
+        cached.metadata["cache"] = "hit"
+        logger.debug("cache hit for %s run %d: %s", experiment.name, run, path)
+        return cached
 
     def load(self, experiment: Experiment, run: int, dataset_checksum: str) -> Run:
         """Return run ``run`` of ``experiment`` from the cache, never training it.
@@ -250,6 +314,15 @@ class RunCache:
         logger.debug("loaded %s run %d from %s", experiment.name, run, path)
         return cached
 
-    def get_all(self, experiment: Experiment, dataset: Dataset, *, retrain: bool = False) -> list[Run]:
-        """Return all runs of ``experiment`` in run order."""
-        return [self.get(experiment, r, dataset, retrain=retrain) for r in range(experiment.runs)]
+    def get_all(
+        self,
+        experiment: Experiment,
+        dataset: Dataset,
+        *,
+        retrain: bool = False,
+        capture: Capture | None = None,
+    ) -> list[Run]:
+        """Return all runs of ``experiment`` in run order, training the missing ones as one stack."""
+        return self.get_many(
+            experiment, range(experiment.runs), dataset, retrain=retrain, capture=capture
+        )

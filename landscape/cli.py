@@ -4,6 +4,7 @@ Examples::
 
     landscape fetch-data                 # fetch and verify MNIST into ./data
     landscape train paper-adam           # train and cache all runs of an experiment
+    landscape train paper-adam --trajectory-dir traj --snapshot-every 10
     landscape experiments                # list registered experiments
     landscape trajectory paper-adam --output pca.png      # run 0 on its PCA plane
     landscape surface paper-adam --plane random --surface-3d
@@ -25,6 +26,7 @@ import torch
 from landscape import experiment as registry
 from landscape.cache import RunCache, RunNotCachedError, default_cache_dir
 from landscape.data import DataError, default_data_root, load_dataset
+from landscape.trajectory import Capture
 
 logger = logging.getLogger("landscape.cli")
 
@@ -117,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"trained-run cache (default: {default_cache_dir()})",
     )
     train.add_argument("--retrain", action="store_true", help="train again even when cached")
+    train.add_argument(
+        "--trajectory-dir", type=Path, default=None, metavar="DIR",
+        help="also stream each run's snapshots to DIR/EXPERIMENT-runR-everyN.npy (float32, "
+        "read it with numpy.load(path, mmap_mode='r')); runs without such a file are "
+        "trained again (default: no files)",
+    )
+    train.add_argument(
+        "--snapshot-every", type=_positive_int, default=None, metavar="N",
+        help="with --trajectory-dir, take a snapshot every N optimizer steps "
+        "(default: one per epoch)",
+    )
     _add_common(train)
 
     listing = commands.add_parser("experiments", help="list registered experiments")
@@ -192,14 +205,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{dataset.name}: {len(dataset.x_train)} training and "
                   f"{len(dataset.x_test)} test samples, checksum {dataset.checksum[:16]}")
         elif args.command == "train":
+            if args.snapshot_every is not None and args.trajectory_dir is None:
+                raise ValueError(
+                    f"--snapshot-every {args.snapshot_every} needs --trajectory-dir DIR, "
+                    "the folder that receives the snapshots"
+                )
+            capture = None
+            if args.trajectory_dir is not None:
+                capture = Capture(args.trajectory_dir, every_steps=args.snapshot_every)
             cache = RunCache(args.cache_dir)
             for name in registry.resolve(args.experiments):
                 experiment = registry.get(name)
                 dataset = load_dataset(experiment.dataset, args.data_root or default_data_root())
-                runs = cache.get_all(experiment, dataset, retrain=args.retrain)
+                runs = cache.get_all(experiment, dataset, retrain=args.retrain, capture=capture)
                 accuracies = ", ".join(f"{r.final_accuracy:.4f}" for r in runs)
                 print(f"{name}: {len(runs)} runs in {cache.directory}; "
                       f"final test accuracy {accuracies}")
+                if capture is not None:
+                    print(f"{name}: trajectories in {capture.directory}")
         elif args.command == "experiments":
             for name in registry.names():
                 experiment = registry.get(name)

@@ -4,6 +4,13 @@ A :class:`Run` holds, per epoch, the weight snapshot, the mean training loss,
 the mean gradient norm, and the test loss and accuracy. Training is
 deterministic: the same experiment and seed on the same machine reproduce
 bit-identical results.
+
+:func:`train_runs` trains several runs of an experiment at once as one stacked
+ensemble (:class:`landscape.stacked.StackedMLP`): each mini-batch step is one
+batched forward and backward pass and one optimizer step for all of them.
+Each run still gets its own initialization, batch order and optimizer state,
+so a run comes out bit for bit the same whether it is trained alone or in a
+stack, on one machine. :func:`train_run` is the case of one run.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -21,13 +28,15 @@ from torch.nn import functional as F
 
 from landscape.data import Dataset
 from landscape.experiment import Experiment
-from landscape.model import build_mlp, count_parameters, flatten_parameters
+from landscape.model import count_parameters
+from landscape.stacked import StackedMLP
+from landscape.trajectory import Capture, TrajectoryWriter
 
 logger = logging.getLogger(__name__)
 
 # Bump when a change to this module changes what a run records, so that cached
 # runs trained by older code are retrained.
-TRAINING_VERSION = "1"
+TRAINING_VERSION = "2"
 
 EVAL_BATCH_SIZE = 10_000
 
@@ -114,9 +123,26 @@ def evaluate(
     return total_loss.item() / len(x), correct.item() / len(x)
 
 
-def _global_grad_norm(parameters: list[torch.Tensor]) -> torch.Tensor:
-    squares = [p.grad.detach().pow(2).sum() for p in parameters if p.grad is not None]
-    return torch.stack(squares).sum().sqrt()
+@torch.no_grad()
+def evaluate_stack(
+    stack: StackedMLP, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return each run's mean cross-entropy (nats) and accuracy on ``(x, y)``, as ``(K,)`` arrays.
+
+    The sums are taken per run as :func:`evaluate` takes them for one model.
+    """
+    n_runs = stack.n_runs
+    total_loss = torch.zeros(n_runs, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(n_runs, dtype=torch.int64, device=x.device)
+    for start in range(0, len(x), batch_size):
+        logits = stack(x[start : start + batch_size])  # (K, b, C)
+        target = y[start : start + batch_size]
+        losses = F.cross_entropy(
+            logits.flatten(0, 1), target.repeat(n_runs), reduction="none"
+        ).view(n_runs, -1)
+        total_loss += losses.sum(dim=1).to(torch.float64)
+        correct += (logits.argmax(dim=2) == target).sum(dim=1)
+    return total_loss.cpu().numpy() / len(x), correct.cpu().numpy() / len(x)
 
 
 def _check_initial_weights(weights: np.ndarray, experiment: Experiment) -> np.ndarray:
@@ -147,11 +173,12 @@ def train_run(
     *,
     device: torch.device | str | None = None,
     initial_weights: np.ndarray | None = None,
+    capture: Capture | None = None,
 ) -> Run:
     """Train run ``run`` of ``experiment`` on ``dataset`` and record its trajectory.
 
-    The run's seed (:meth:`Experiment.seed`) fixes the initialization and the
-    order of the mini-batches. The caller's global RNG state is left as it was.
+    This is :func:`train_runs` with one run: the result is bit-identical to
+    that run's entry when it is trained together with others.
 
     Parameters
     ----------
@@ -161,21 +188,251 @@ def train_run(
         float32. The seed still fixes the mini-batch order, and the optimizer
         starts with fresh state. ``metadata["initial_weights"]`` is then
         ``"given"``.
+    capture : Capture, optional
+        Also stream snapshots to disk (see :func:`train_runs`).
+    """
+    weights = None if initial_weights is None else [initial_weights]
+    return train_runs(
+        experiment, [run], dataset, device=device, initial_weights=weights, capture=capture
+    )[0]
+
+
+def train_runs(
+    experiment: Experiment,
+    runs: Sequence[int],
+    dataset: Dataset,
+    *,
+    device: torch.device | str | None = None,
+    initial_weights: Sequence[np.ndarray | None] | None = None,
+    capture: Capture | None = None,
+) -> list[Run]:
+    """Train several runs of ``experiment`` at once as one stacked ensemble.
+
+    The runs' parameters are stacked (:class:`landscape.stacked.StackedMLP`)
+    and every mini-batch step is one batched forward and backward pass and
+    one optimizer step over the stacked tensors. Each run keeps what it has
+    when trained alone: the initialization and mini-batch order from its seed
+    (:meth:`Experiment.seed`), its own optimizer state (the optimizers are
+    elementwise), and its own loss and gradient norm per step. One run is
+    the same code path with a stack of one. The caller's global RNG state
+    is left as it was.
+
+    Parameters
+    ----------
+    runs : sequence of int
+        Distinct run indices of ``experiment``.
+    device : torch.device or str, optional
+        Defaults to :meth:`Experiment.resolve_device`.
+    initial_weights : sequence of (np.ndarray or None), optional
+        One entry per run: flat float32 weights in ``model.parameters()``
+        order to start from, or None for the seeded initialization.
+    capture : Capture, optional
+        Stream each run's snapshots, every epoch or every N steps, to a
+        ``.npy`` file in ``capture.directory`` (see
+        :mod:`landscape.trajectory`); ``metadata["trajectory"]`` then holds
+        the file's path and the step of its first two rows. The per-epoch
+        :attr:`Run.snapshots` are recorded either way.
 
     Returns
     -------
-    Run
-        With ``diverged=True`` if the training loss became NaN or infinite;
-        training stops at the end of that epoch.
+    list of Run
+        In the order of ``runs``. A run whose training loss became NaN or
+        infinite is ``diverged`` from the end of that epoch on, and its later
+        entries are NaN; the other runs go on.
 
     Raises
     ------
     TypeError
-        If ``initial_weights`` is not an array of numbers.
+        If an initial weight vector is not an array of numbers.
     ValueError
-        If the dataset does not fit the experiment's widths, or
-        ``initial_weights`` has the wrong shape or contains NaN or infinity.
+        If ``runs`` is empty, repeats a run or names one the experiment does
+        not have, the dataset does not fit the experiment's widths, or an
+        initial weight vector has the wrong shape or contains NaN or infinity.
     """
+    runs = [int(r) for r in runs]
+    if not runs:
+        raise ValueError("runs is empty; pass at least one run index")
+    if len(set(runs)) != len(runs):
+        raise ValueError(f"runs {runs} repeats a run; pass each run index once")
+    seeds = [experiment.seed(r) for r in runs]  # raises for a run out of range
+    _check_dataset(experiment, dataset)
+    if initial_weights is not None:
+        if len(initial_weights) != len(runs):
+            raise ValueError(
+                f"initial_weights has {len(initial_weights)} entries for {len(runs)} runs; "
+                "give one array or None per run"
+            )
+        initial_weights = [
+            None if w is None else _check_initial_weights(w, experiment) for w in initial_weights
+        ]
+    device = torch.device(device) if device is not None else experiment.resolve_device()
+    n_runs = len(runs)
+    epochs = experiment.epochs
+
+    stack = StackedMLP.from_seeds(experiment.widths, seeds)
+    if initial_weights is not None and any(w is not None for w in initial_weights):
+        flat = stack.flat()
+        for k, weights in enumerate(initial_weights):
+            if weights is not None:
+                flat[k] = torch.from_numpy(weights)
+        stack = StackedMLP.from_vectors(experiment.widths, flat)
+    stack = StackedMLP(
+        [w.to(device) for w in stack.weights], [b.to(device) for b in stack.biases]
+    ).requires_grad_()
+    optimizer = make_optimizer(experiment, stack.parameters())
+    orders = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    x_train = dataset.x_train.to(device)
+    y_train = dataset.y_train.to(device)
+    x_test = dataset.x_test.to(device)
+    y_test = dataset.y_test.to(device)
+    n_train = len(x_train)
+    batch_size = experiment.batch_size
+    n_batches = math.ceil(n_train / batch_size)
+    n_params = count_parameters(experiment.widths)
+
+    snapshots = np.full((n_runs, epochs + 1, n_params), np.nan, np.float32)
+    train_loss = np.full((n_runs, epochs), np.nan)
+    grad_norm = np.full((n_runs, epochs), np.nan)
+    test_loss = np.full((n_runs, epochs + 1), np.nan)
+    test_accuracy = np.full((n_runs, epochs + 1), np.nan)
+    diverged_epoch: list[int | None] = [None] * n_runs
+
+    flat = stack.flat().cpu().numpy()
+    snapshots[:, 0] = flat
+    test_loss[:, 0], test_accuracy[:, 0] = evaluate_stack(stack, x_test, y_test)
+
+    writers = []
+    stride = None
+    if capture is not None:
+        stride = capture.stride(n_batches)
+        n_snapshots = capture.n_snapshots(epochs * n_batches, n_batches)
+        writers = [
+            TrajectoryWriter(capture.path(experiment.name, r, n_batches), n_snapshots, n_params)
+            for r in runs
+        ]
+        for writer, row in zip(writers, flat):
+            writer.write(row)
+
+    label = f"{experiment.name} {describe_runs(runs, experiment.runs)}"
+    started = time.perf_counter()
+    step = 0
+    try:
+        for epoch in range(epochs):
+            epoch_started = time.perf_counter()
+            active = [k for k in range(n_runs) if diverged_epoch[k] is None]
+            if not active:
+                break
+            permutations = torch.stack(
+                [torch.randperm(n_train, generator=order) for order in orders]
+            ).to(device)  # (K, n_train)
+            loss_sum = torch.zeros(n_runs, dtype=torch.float64, device=device)
+            norm_sum = torch.zeros(n_runs, dtype=torch.float64, device=device)
+            for start in range(0, n_train, batch_size):
+                index = permutations[:, start : start + batch_size]  # (K, B)
+                logits = stack(x_train[index])  # (K, B, C)
+                losses = F.cross_entropy(
+                    logits.flatten(0, 1), y_train[index].flatten(), reduction="none"
+                ).view(n_runs, -1).mean(dim=1)  # (K,)
+                optimizer.zero_grad(set_to_none=False)
+                losses.sum().backward()
+                norm_sum += stack.grad_norms().to(torch.float64)
+                optimizer.step()
+                loss_sum += losses.detach().to(torch.float64)
+                step += 1
+                if writers and step % stride == 0:
+                    for writer, row in zip(writers, stack.flat().cpu().numpy()):
+                        writer.write(row)
+
+            # One synchronization per epoch: a NaN or inf loss anywhere in
+            # the epoch makes that run's sum non-finite.
+            mean_loss = loss_sum.cpu().numpy() / n_batches
+            mean_norm = norm_sum.cpu().numpy() / n_batches
+            flat = stack.flat().cpu().numpy()
+            epoch_loss, epoch_accuracy = evaluate_stack(stack, x_test, y_test)
+            for k in active:
+                if not math.isfinite(mean_loss[k]):
+                    diverged_epoch[k] = epoch
+                    logger.warning(
+                        "%s run %d (seed %d) diverged in epoch %d: mean training loss %s",
+                        experiment.name, runs[k], seeds[k], epoch + 1, mean_loss[k],
+                    )
+                    continue
+                train_loss[k, epoch] = mean_loss[k]
+                grad_norm[k, epoch] = mean_norm[k]
+                snapshots[k, epoch + 1] = flat[k]
+                test_loss[k, epoch + 1] = epoch_loss[k]
+                test_accuracy[k, epoch + 1] = epoch_accuracy[k]
+            shown = [k for k in active if diverged_epoch[k] is None]
+            if shown:
+                elapsed = time.perf_counter() - started
+                logger.info(
+                    "%s epoch %d/%d: train loss %s, grad norm %s, test acc %s "
+                    "(%.1f s, about %.0f s left)",
+                    label, epoch + 1, epochs,
+                    _spread(train_loss[shown, epoch], "%.4f"),
+                    _spread(grad_norm[shown, epoch], "%.3f"),
+                    _spread(100 * test_accuracy[shown, epoch + 1], "%.2f%%"),
+                    time.perf_counter() - epoch_started,
+                    elapsed / (epoch + 1) * (epochs - epoch - 1),
+                )
+        paths = [writer.close() for writer in writers]
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    train_seconds = time.perf_counter() - started
+
+    results = []
+    for k, (run, seed) in enumerate(zip(runs, seeds)):
+        metadata = {
+            "device": str(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "train_seconds": train_seconds / n_runs,
+            "stacked_runs": n_runs,
+            "dataset": dataset.name,
+            "dataset_checksum": dataset.checksum,
+            "training_version": TRAINING_VERSION,
+            "config": experiment.training_config(),
+        }
+        if initial_weights is not None and initial_weights[k] is not None:
+            metadata["initial_weights"] = "given"
+        if paths:
+            metadata["trajectory"] = {"path": str(paths[k]), "every_steps": stride}
+        results.append(Run(
+            experiment=experiment.name,
+            run=run,
+            seed=seed,
+            snapshots=snapshots[k],
+            train_loss=train_loss[k],
+            grad_norm=grad_norm[k],
+            test_loss=test_loss[k],
+            test_accuracy=test_accuracy[k],
+            diverged=diverged_epoch[k] is not None,
+            diverged_epoch=diverged_epoch[k],
+            metadata=metadata,
+        ))
+    return results
+
+
+def describe_runs(runs: list[int], total: int) -> str:
+    """Describe run indices 1-based for a log line: "run 3/8", "runs 1-8 of 8" or "runs 1, 4 of 8"."""
+    if len(runs) == 1:
+        return f"run {runs[0] + 1}/{total}"
+    if runs == list(range(runs[0], runs[0] + len(runs))):
+        return f"runs {runs[0] + 1}-{runs[-1] + 1} of {total}"
+    return f"runs {', '.join(str(r + 1) for r in runs)} of {total}"
+
+
+def _spread(values: np.ndarray, fmt: str) -> str:
+    """Format one value, or the range of several, for a progress line."""
+    if len(values) == 1:
+        return fmt % values[0]
+    return f"{fmt % np.min(values)}..{fmt % np.max(values)}"
+
+
+def _check_dataset(experiment: Experiment, dataset: Dataset) -> None:
     if dataset.n_features != experiment.widths[0]:
         raise ValueError(
             f"experiment {experiment.name!r} expects {experiment.widths[0]} input "
@@ -186,101 +443,3 @@ def train_run(
             f"experiment {experiment.name!r} has {experiment.widths[-1]} outputs but "
             f"dataset {dataset.name!r} has {dataset.n_classes} classes"
         )
-    if initial_weights is not None:
-        initial_weights = _check_initial_weights(initial_weights, experiment)
-    device = torch.device(device) if device is not None else experiment.resolve_device()
-    seed = experiment.seed(run)
-    epochs = experiment.epochs
-
-    model = build_mlp(experiment.widths, seed=seed).to(device)
-    parameters = list(model.parameters())
-    if initial_weights is not None:
-        with torch.no_grad():
-            vector = torch.from_numpy(initial_weights).to(device)
-            for parameter, piece in zip(parameters, vector.split([p.numel() for p in parameters])):
-                parameter.copy_(piece.view_as(parameter))
-    optimizer = make_optimizer(experiment, parameters)
-    order = torch.Generator().manual_seed(seed)
-
-    x_train = dataset.x_train.to(device)
-    y_train = dataset.y_train.to(device)
-    x_test = dataset.x_test.to(device)
-    y_test = dataset.y_test.to(device)
-    n_train = len(x_train)
-    n_batches = math.ceil(n_train / experiment.batch_size)
-
-    snapshots = np.full((epochs + 1, sum(p.numel() for p in parameters)), np.nan, np.float32)
-    train_loss = np.full(epochs, np.nan)
-    grad_norm = np.full(epochs, np.nan)
-    test_loss = np.full(epochs + 1, np.nan)
-    test_accuracy = np.full(epochs + 1, np.nan)
-
-    snapshots[0] = flatten_parameters(model).numpy()
-    test_loss[0], test_accuracy[0] = evaluate(model, x_test, y_test)
-    diverged_epoch = None
-    started = time.perf_counter()
-
-    for epoch in range(epochs):
-        epoch_started = time.perf_counter()
-        model.train()
-        permutation = torch.randperm(n_train, generator=order).to(device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        norm_sum = torch.zeros((), dtype=torch.float64, device=device)
-        for start in range(0, n_train, experiment.batch_size):
-            index = permutation[start : start + experiment.batch_size]
-            loss = F.cross_entropy(model(x_train[index]), y_train[index])
-            optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            norm_sum += _global_grad_norm(parameters).to(torch.float64)
-            optimizer.step()
-            loss_sum += loss.detach().to(torch.float64)
-
-        # One synchronization per epoch: a NaN or inf loss anywhere in the
-        # epoch makes the sum non-finite.
-        mean_loss = loss_sum.item() / n_batches
-        if not math.isfinite(mean_loss):
-            diverged_epoch = epoch
-            logger.warning(
-                "%s run %d (seed %d) diverged in epoch %d: mean training loss %s",
-                experiment.name, run, seed, epoch + 1, mean_loss,
-            )
-            break
-
-        model.eval()
-        train_loss[epoch] = mean_loss
-        grad_norm[epoch] = norm_sum.item() / n_batches
-        snapshots[epoch + 1] = flatten_parameters(model).numpy()
-        test_loss[epoch + 1], test_accuracy[epoch + 1] = evaluate(model, x_test, y_test)
-        logger.info(
-            "%s run %d/%d epoch %d/%d: train loss %.4f, grad norm %.3f, "
-            "test acc %.2f%% (%.1f s)",
-            experiment.name, run + 1, experiment.runs, epoch + 1, epochs,
-            train_loss[epoch], grad_norm[epoch], 100 * test_accuracy[epoch + 1],
-            time.perf_counter() - epoch_started,
-        )
-
-    metadata = {
-        "device": str(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "train_seconds": time.perf_counter() - started,
-        "dataset": dataset.name,
-        "dataset_checksum": dataset.checksum,
-        "training_version": TRAINING_VERSION,
-        "config": experiment.training_config(),
-    }
-    if initial_weights is not None:
-        metadata["initial_weights"] = "given"
-    return Run(
-        experiment=experiment.name,
-        run=run,
-        seed=seed,
-        snapshots=snapshots,
-        train_loss=train_loss,
-        grad_norm=grad_norm,
-        test_loss=test_loss,
-        test_accuracy=test_accuracy,
-        diverged=diverged_epoch is not None,
-        diverged_epoch=diverged_epoch,
-        metadata=metadata,
-    )

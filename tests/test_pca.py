@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
 
@@ -140,16 +140,68 @@ def test_pca_plane_handles_many_parameters_without_square_matrix():
     ],
     ids=["1-d", "one-parameter", "two-snapshots", "collinear"],
 )
-def test_pca_plane_rejects_degenerate_snapshots(snapshots, message):
+@pytest.mark.parametrize("method", ["svd", "gram"])
+def test_pca_plane_rejects_degenerate_snapshots(snapshots, message, method):
     with pytest.raises(ValueError, match=message):
-        pca_plane(snapshots)
+        pca_plane(snapshots, method=method)
 
 
-def test_pca_plane_rejects_nan_rows():
+@pytest.mark.parametrize("method", ["svd", "gram"])
+def test_pca_plane_rejects_nan_rows(method):
     snapshots = random_walk(6, 10, seed=9).astype(np.float64)
     snapshots[4:] = np.nan
     with pytest.raises(ValueError, match=r"snapshots rows \[4, 5\] contain NaN.*diverged_epoch"):
-        pca_plane(snapshots)
+        pca_plane(snapshots, method=method)
+
+
+def test_pca_plane_rejects_unknown_method():
+    with pytest.raises(ValueError, match=r"method must be one of \('auto', 'svd', 'gram'\), got 'qr'"):
+        pca_plane(random_walk(5, 10, seed=0), method="qr")
+
+
+def assert_same_plane(found, expected, rtol=1e-5):
+    """Assert two PCA planes agree in origin, signed directions and explained variance."""
+    np.testing.assert_allclose(found.origin, expected.origin, rtol=0, atol=0)
+    scale = max(np.abs(expected.d1).max(), np.abs(expected.d2).max())
+    np.testing.assert_allclose(found.d1, expected.d1, rtol=0, atol=rtol * scale)
+    np.testing.assert_allclose(found.d2, expected.d2, rtol=0, atol=rtol * scale)
+    np.testing.assert_allclose(
+        found.metadata["explained_variance_ratio"],
+        expected.metadata["explained_variance_ratio"], rtol=rtol,
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_snapshots=st.integers(3, 40),
+    n_params=st.integers(3, 300),
+    block_bytes=st.sampled_from([8, 1000, 64 * 2**20]),
+    center=st.sampled_from(["final", "mean"]),
+    seed=st.integers(0, 2**16),
+)
+def test_gram_pca_equals_svd_pca(n_snapshots, n_params, block_bytes, center, seed):
+    snapshots = random_walk(n_snapshots, n_params, seed)
+    svd = pca_plane(snapshots, center=center, method="svd")
+    singular_values = svd.metadata["singular_values"]
+    # Leave out draws whose second and third components are too close to order.
+    assume(len(singular_values) == 2 or singular_values[2] < 0.9 * singular_values[1])
+
+    gram = pca_plane(snapshots, center=center, method="gram", block_bytes=block_bytes)
+
+    assert_same_plane(gram, svd)
+    assert gram.metadata["method"] == "gram"
+
+
+def test_gram_pca_reads_a_memory_mapped_trajectory(tmp_path):
+    snapshots = random_walk(31, 5000, seed=4)
+    path = tmp_path / "trajectory.npy"
+    np.save(path, snapshots)
+    mapped = np.load(path, mmap_mode="r")
+
+    plane = pca_plane(mapped, block_bytes=31 * 8 * 700)  # "auto" picks the Gram path
+
+    assert plane.metadata["method"] == "gram"
+    assert_same_plane(plane, pca_plane(snapshots, method="svd"))
 
 
 def test_pca_plane_rejects_unknown_center():
