@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 TRAINING_VERSION = "2"
 
 EVAL_BATCH_SIZE = 10_000
+# Activation elements per chunk in evaluate_stack.
+STACK_EVAL_ELEMENTS = 2**20
 
 
 @dataclass
@@ -99,12 +101,19 @@ class Run:
         return float(self.train_loss[-1])
 
 
-def make_optimizer(experiment: Experiment, parameters) -> torch.optim.Optimizer:
-    """Return the experiment's optimizer over ``parameters``."""
+def make_optimizer(experiment: Experiment, parameters, *, fused: bool = False) -> torch.optim.Optimizer:
+    """Return the experiment's optimizer over ``parameters``.
+
+    With ``fused=True`` the update of each tensor is one kernel instead of
+    about ten elementwise passes. The arithmetic is the same up to rounding;
+    on a 2-core CPU it made a step of 8 stacked runs about 5% faster.
+    """
     if experiment.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=experiment.lr)
+        return torch.optim.Adam(parameters, lr=experiment.lr, fused=fused or None)
     if experiment.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=experiment.lr, momentum=experiment.momentum)
+        return torch.optim.SGD(
+            parameters, lr=experiment.lr, momentum=experiment.momentum, fused=fused or None
+        )
     raise ValueError(f"unknown optimizer {experiment.optimizer!r}")
 
 
@@ -132,6 +141,11 @@ def evaluate_stack(
     The sums are taken per run as :func:`evaluate` takes them for one model.
     """
     n_runs = stack.n_runs
+    # Keep each chunk's activations near 4 MB: chunks of 10,000 samples for
+    # 8 runs made 41 MB activations whose allocation and page faults took
+    # longer than the products.
+    width = max(stack.widths[1:])
+    batch_size = max(1, min(batch_size, STACK_EVAL_ELEMENTS // (n_runs * width)))
     total_loss = torch.zeros(n_runs, dtype=torch.float64, device=x.device)
     correct = torch.zeros(n_runs, dtype=torch.int64, device=x.device)
     for start in range(0, len(x), batch_size):
@@ -276,10 +290,8 @@ def train_runs(
             if weights is not None:
                 flat[k] = torch.from_numpy(weights)
         stack = StackedMLP.from_vectors(experiment.widths, flat)
-    stack = StackedMLP(
-        [w.to(device) for w in stack.weights], [b.to(device) for b in stack.biases]
-    ).requires_grad_()
-    optimizer = make_optimizer(experiment, stack.parameters())
+    stack = StackedMLP([w.to(device) for w in stack.weights], [b.to(device) for b in stack.biases])
+    optimizer = make_optimizer(experiment, stack.run_parameters(), fused=True)
     orders = [torch.Generator().manual_seed(seed) for seed in seeds]
 
     x_train = dataset.x_train.to(device)
@@ -290,6 +302,11 @@ def train_runs(
     batch_size = experiment.batch_size
     n_batches = math.ceil(n_train / batch_size)
     n_params = count_parameters(experiment.widths)
+    # The batches are gathered into buffers allocated once: a fresh 6 MB
+    # tensor per step (K = 8) costs page faults that took longer than the
+    # gather itself.
+    x_batch = torch.empty((n_runs * batch_size, x_train.shape[1]), dtype=x_train.dtype, device=device)
+    y_batch = torch.empty(n_runs * batch_size, dtype=y_train.dtype, device=device)
 
     snapshots = np.full((n_runs, epochs + 1, n_params), np.nan, np.float32)
     train_loss = np.full((n_runs, epochs), np.nan)
@@ -329,13 +346,14 @@ def train_runs(
             loss_sum = torch.zeros(n_runs, dtype=torch.float64, device=device)
             norm_sum = torch.zeros(n_runs, dtype=torch.float64, device=device)
             for start in range(0, n_train, batch_size):
-                index = permutations[:, start : start + batch_size]  # (K, B)
-                logits = stack(x_train[index])  # (K, B, C)
-                losses = F.cross_entropy(
-                    logits.flatten(0, 1), y_train[index].flatten(), reduction="none"
-                ).view(n_runs, -1).mean(dim=1)  # (K,)
-                optimizer.zero_grad(set_to_none=False)
-                losses.sum().backward()
+                index = permutations[:, start : start + batch_size].reshape(-1)  # (K * B,)
+                rows = len(index)
+                torch.index_select(x_train, 0, index, out=x_batch[:rows])
+                torch.index_select(y_train, 0, index, out=y_batch[:rows])
+                losses = stack.loss_and_gradients(
+                    x_batch[:rows].view(n_runs, -1, x_train.shape[1]),
+                    y_batch[:rows].view(n_runs, -1),
+                )  # (K,)
                 norm_sum += stack.grad_norms().to(torch.float64)
                 optimizer.step()
                 loss_sum += losses.detach().to(torch.float64)
