@@ -359,8 +359,9 @@ def train_runs(
                 loss_sum += losses.detach().to(torch.float64)
                 step += 1
                 if writers and step % stride == 0:
-                    for writer, row in zip(writers, stack.flat().cpu().numpy()):
-                        writer.write(row)
+                    flat = stack.flat().cpu().numpy()
+                    for k in active:  # a diverged run's file is NaN from here on
+                        writers[k].write(flat[k])
 
             # One synchronization per epoch: a NaN or inf loss anywhere in
             # the epoch makes that run's sum non-finite.
