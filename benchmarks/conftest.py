@@ -47,7 +47,10 @@ RATIOS = (
     ("fast vs loss-landscapes, 1 thread", "loss_landscapes[threads=1]", "fast[threads=1]"),
     ("engine K=8 vs K=1, per model-epoch", "engine[K=1]", "engine[K=8]"),
     ("engine K=1 vs group's pipeline, per model-epoch", "group_pipeline", "engine[K=1]"),
-    ("capture every step vs every epoch (time ratio)", "capture[every-step]", "capture[every-epoch]"),
+    ("capture every step vs every epoch, K=1 (time ratio)", "capture[K=1,every-step]",
+     "capture[K=1,every-epoch]"),
+    ("capture every step vs every epoch, K=8 (time ratio)", "capture[K=8,every-step]",
+     "capture[K=8,every-epoch]"),
 )
 
 # Achieved GFLOP/s per benchmark key, for the shares of the matmul rate.

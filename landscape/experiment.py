@@ -237,8 +237,8 @@ _BUILTIN = (
         expected_verdicts={
             "grad_norm_correlation": ExpectedVerdict(
                 "inconclusive",
-                "the mean pairwise r lies just above 0.96, as the group found, but "
-                "with 8 runs its 95% interval reaches below 0.96",
+                "the mean pairwise r lies beside 0.96 (the group found 0.967), and "
+                "with 8 runs its 95% interval reaches both sides of 0.96",
             ),
             **_ALIGNED_VERDICTS,
         },
@@ -254,9 +254,10 @@ _BUILTIN = (
         expected_verdicts={
             "grad_norm_correlation": ExpectedVerdict(
                 "inconclusive",
-                "SGD's gradient-norm curves agree less across seeds than Adam's: the "
-                "mean pairwise r falls below 0.96 and its 95% interval is wide "
-                "enough to include 0.96",
+                "SGD's gradient-norm curves agree less across seeds than Adam's, and "
+                "the 95% interval of the mean pairwise r is wide enough to include "
+                "0.96. This verdict is fragile: rounding differences between "
+                "machines or training code moved it to supported once",
             ),
             **_ALIGNED_VERDICTS,
         },

@@ -134,6 +134,11 @@ def _gram_pca_plane(snapshots: np.ndarray | torch.Tensor, center: str, block_byt
     if not isinstance(block_bytes, int) or block_bytes < 1:
         raise ValueError(f"block_bytes must be a positive integer, got {block_bytes!r}")
     n_snapshots, n_params = snapshots.shape
+    if n_snapshots < 2:
+        raise ValueError(
+            f"the snapshots span 0 dimension(s) around the {center} snapshot; PCA needs "
+            "at least three distinct snapshots that do not lie on one line"
+        )
     width = max(1, min(n_params, block_bytes // (8 * n_snapshots)))
 
     def blocks():
@@ -157,9 +162,12 @@ def _gram_pca_plane(snapshots: np.ndarray | torch.Tensor, center: str, block_byt
     gram = np.zeros((n_snapshots, n_snapshots))
     for _, block in blocks():
         gram += block @ block.T
-    eigenvalues, eigenvectors = scipy.linalg.eigh(gram)
-    order = np.argsort(eigenvalues)[::-1]
-    eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
+    # The top two eigenvectors first, on a copy of the Gram matrix, then all
+    # eigenvalues in place. A full eigendecomposition would also hold all
+    # n_snapshots**2 eigenvectors: 200 MB more for 5,000 snapshots.
+    top = scipy.linalg.eigh(gram, subset_by_index=[n_snapshots - 2, n_snapshots - 1])[1][:, ::-1]
+    eigenvalues = scipy.linalg.eigh(gram, eigvals_only=True, overwrite_a=True)[::-1]
+    del gram
     singular_values = np.sqrt(np.clip(eigenvalues, 0.0, None))
 
     # Eigenvalues carry an absolute error of about eps * largest, so singular
@@ -174,7 +182,7 @@ def _gram_pca_plane(snapshots: np.ndarray | torch.Tensor, center: str, block_byt
         )
 
     # Right singular vectors: v_k = centered^T u_k / s_k, block by block.
-    left = eigenvectors[:, :2] / singular_values[:2]
+    left = top / singular_values[:2]
     directions = np.empty((2, n_params))
     for columns, block in blocks():
         directions[:, columns] = left.T @ block

@@ -359,9 +359,9 @@ def train_runs(
                 loss_sum += losses.detach().to(torch.float64)
                 step += 1
                 if writers and step % stride == 0:
-                    flat = stack.flat().cpu().numpy()
+                    tensors = [p.detach().cpu().numpy() for p in stack.parameters()]
                     for k in active:  # a diverged run's file is NaN from here on
-                        writers[k].write(flat[k])
+                        writers[k].write_parts([t[k] for t in tensors])
 
             # One synchronization per epoch: a NaN or inf loss anywhere in
             # the epoch makes that run's sum non-finite.

@@ -135,10 +135,11 @@ def test_pca_plane_handles_many_parameters_without_square_matrix():
     [
         (np.zeros(5), r"shape \(n_snapshots, n_params\).*got \(5,\)"),
         (np.zeros((3, 1)), r"n_params >= 2"),
+        (np.ones((1, 4)), r"span 0 dimension\(s\)"),
         (np.eye(2, 4), r"span 1 dimension\(s\) around the final snapshot"),
         (np.outer(np.arange(5.0), np.ones(4)), r"span 1 dimension\(s\).*do not lie on one line"),
     ],
-    ids=["1-d", "one-parameter", "two-snapshots", "collinear"],
+    ids=["1-d", "one-parameter", "one-snapshot", "two-snapshots", "collinear"],
 )
 @pytest.mark.parametrize("method", ["svd", "gram"])
 def test_pca_plane_rejects_degenerate_snapshots(snapshots, message, method):
