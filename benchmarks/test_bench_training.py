@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -159,19 +160,23 @@ def test_capture_cost(benchmark, mnist, paper_adam, timings, tmp_path, every_ste
     benchmark.extra_info["snapshots_per_run"] = len(trajectory)
     benchmark.extra_info["megabytes_per_round"] = round(n_runs * trajectory.size * 4 / 2**20, 1)
     benchmark.extra_info["sync_seconds"] = round(sync_seconds, 2)
+    del trajectory
+    for path in tmp_path.glob("*.npy"):  # up to 1 GB; pytest keeps its last 3 temporary folders
+        path.unlink()
 
 
 @pytest.fixture(scope="module")
-def trajectories(mnist, paper_adam, tmp_path_factory) -> dict[int, Path]:
-    """Write two real trajectories of run 0: per epoch (31 snapshots) and per step (5,171)."""
+def trajectories(mnist, paper_adam, tmp_path_factory):
+    """Write two real trajectories of run 0, per epoch (31 snapshots) and per step (5,171), then delete them."""
     directory = tmp_path_factory.mktemp("trajectories")
     per_epoch = train_runs(paper_adam, [0], mnist, capture=Capture(directory / "epoch"))[0]
     long_run = dataclasses.replace(paper_adam, epochs=LONG_EPOCHS)
     per_step = train_runs(long_run, [0], mnist, capture=Capture(directory / "step", every_steps=1))[0]
-    return {
+    yield {
         31: Path(per_epoch.metadata["trajectory"]["path"]),
         LONG_TRAJECTORY: Path(per_step.metadata["trajectory"]["path"]),
     }
+    shutil.rmtree(directory, ignore_errors=True)  # 2.8 GB
 
 
 # The child process maps the file, runs PCA on its first rows and prints its

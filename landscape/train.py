@@ -243,7 +243,7 @@ def train_runs(
     capture : Capture, optional
         Stream each run's snapshots, every epoch or every N steps, to a
         ``.npy`` file in ``capture.directory`` (see
-        :mod:`landscape.trajectory`); ``metadata["trajectory"]`` then holds
+        :mod:`landscape.trajectory`); ``metadata["trajectory"]`` then contains
         the file's path and the step of its first two rows. The per-epoch
         :attr:`Run.snapshots` are recorded either way.
 
@@ -382,16 +382,16 @@ def train_runs(
                 snapshots[k, epoch + 1] = flat[k]
                 test_loss[k, epoch + 1] = epoch_loss[k]
                 test_accuracy[k, epoch + 1] = epoch_accuracy[k]
-            shown = [k for k in active if diverged_epoch[k] is None]
-            if shown:
+            logged = [k for k in active if diverged_epoch[k] is None]
+            if logged:
                 elapsed = time.perf_counter() - started
                 logger.info(
                     "%s epoch %d/%d: train loss %s, grad norm %s, test acc %s "
                     "(%.1f s, about %.0f s left)",
                     label, epoch + 1, epochs,
-                    _spread(train_loss[shown, epoch], "%.4f"),
-                    _spread(grad_norm[shown, epoch], "%.3f"),
-                    _spread(100 * test_accuracy[shown, epoch + 1], "%.2f%%"),
+                    _spread(train_loss[logged, epoch], "%.4f"),
+                    _spread(grad_norm[logged, epoch], "%.3f"),
+                    _spread(100 * test_accuracy[logged, epoch + 1], "%.2f%%"),
                     time.perf_counter() - epoch_started,
                     elapsed / (epoch + 1) * (epochs - epoch - 1),
                 )

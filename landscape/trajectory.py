@@ -1,7 +1,7 @@
 """Fine-grained trajectories streamed to disk and read back memory-mapped.
 
 A snapshot every epoch fits in memory (31 x 134,794 float32 values, 17 MB,
-for the paper's runs), but a snapshot every optimizer step does not: 30
+for the 784-128-128-128-10 MLP), but a snapshot every optimizer step does not: 30
 epochs of 235 steps give 7,051 snapshots, 3.8 GB per run. Training with a
 :class:`Capture` writes each run's snapshots to one ``.npy`` file as it goes,
 row by row, so the trajectory is never held in memory. Read it with
@@ -100,12 +100,12 @@ class TrajectoryWriter:
         first, a copy of the whole snapshot.
         """
         if self.written >= self.n_snapshots:
-            raise ValueError(f"{self.path} already holds all {self.n_snapshots} snapshots")
+            raise ValueError(f"{self.path} already contains all {self.n_snapshots} snapshots")
         arrays = [np.ascontiguousarray(part, dtype="<f4").reshape(-1) for part in parts]
         size = sum(a.size for a in arrays)
         if size != self.n_params:
             raise ValueError(
-                f"snapshot pieces hold {size} values in all, expected {self.n_params}"
+                f"snapshot pieces contain {size} values in all, expected {self.n_params}"
             )
         for array in arrays:
             self._file.write(memoryview(array).cast("B"))
@@ -119,7 +119,7 @@ class TrajectoryWriter:
             for _ in range(missing):
                 self._file.write(memoryview(nan_row).cast("B"))
         # No fsync: a snapshot per step for 8 runs writes about 1 GB per
-        # epoch of the paper's MLP, and forcing that to disk took about as
+        # epoch of the 784-128-128-128-10 MLP, and forcing that to disk took about as
         # long as the epoch itself on a 2-core VM (380 MB/s). The rename still
         # keeps a half-written file from ever having the final name while
         # the machine stays up.
@@ -158,7 +158,7 @@ def open_trajectory(path: str | Path) -> np.memmap:
         raise ValueError(f"{path} is not a readable .npy trajectory: {error}") from error
     if array.ndim != 2 or array.dtype != np.float32:
         raise ValueError(
-            f"{path} holds a {array.dtype} array of shape {array.shape}; a trajectory is "
+            f"{path} contains a {array.dtype} array of shape {array.shape}; a trajectory is "
             "2-D float32 (n_snapshots, n_params)"
         )
     return array

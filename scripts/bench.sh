@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Run the loss-surface benchmarks in benchmarks/ in one pytest run.
+# Run the speed benchmarks in benchmarks/ in one pytest-benchmark run:
+# loss surfaces, training, snapshot capture and trajectory PCA.
 #
-# They need MNIST under ./data and the cached paper-adam run 0 (create it with
-# `landscape train paper-adam`); without either they are skipped, and they
-# never train. About 8 minutes on a 2-core VM. Each run is also saved as JSON
-# under .benchmarks/. Extra arguments go to pytest, for example
-# --benchmark-json=FILE.
+# All of them need MNIST under ./data (`landscape fetch-data`). The surface
+# benchmarks also need the cached paper-adam run 0 (`landscape train
+# paper-adam`) and are skipped without it; the training benchmarks train short
+# runs of their own. The whole run took under 4 minutes on a 2-core VM. It
+# writes up to 4 GB of trajectory files to a temporary folder and deletes
+# them. Each run is also saved as JSON under .benchmarks/. Extra arguments go
+# to pytest, for example --benchmark-json=FILE or -k bench_training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

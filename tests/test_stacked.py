@@ -69,7 +69,7 @@ def plain_run(experiment, run, dataset):
     ],
     ids=["adam", "sgd", "sgd-momentum"],
 )
-def test_stacked_training_matches_separate_plain_runs_after_50_steps(digits, overrides):
+def test_stack_matches_plain_runs_after_50_steps(digits, overrides):
     experiment = tiny_experiment(
         widths=(64, 32, 16, 10), batch_size=BATCH_SIZE, epochs=EPOCHS_FOR_50_STEPS, runs=4,
         **overrides,
@@ -90,7 +90,7 @@ def test_stacked_training_matches_separate_plain_runs_after_50_steps(digits, ove
         np.testing.assert_allclose(run.grad_norm, norms, rtol=1e-5)
 
 
-def test_a_run_is_bit_identical_alone_and_in_a_stack(digits):
+def test_run_bit_identical_alone_and_stacked(digits):
     experiment = tiny_experiment(runs=3, epochs=3)
 
     together = train_runs(experiment, [0, 1, 2], digits)
@@ -109,7 +109,7 @@ def test_train_runs_returns_runs_in_the_order_asked(digits):
     assert all(r.metadata["stacked_runs"] == 2 for r in runs)
 
 
-def test_a_diverging_run_leaves_the_others_in_its_stack_unchanged(digits):
+def test_diverging_run_leaves_stack_unchanged(digits):
     # Run 1 starts from huge weights and overflows; run 0 trains normally.
     experiment = tiny_experiment(optimizer="sgd", lr=0.1, epochs=3)
     huge = np.full(count_parameters(TINY_WIDTHS), 1e30, dtype=np.float32)
@@ -141,7 +141,7 @@ def test_train_runs_rejects_initial_weights_of_another_length(digits):
         train_runs(tiny_experiment(), [0, 1], digits, initial_weights=[None])
 
 
-def test_from_seeds_matches_build_mlp_and_module_round_trips():
+def test_from_seeds_matches_build_mlp():
     seeds = [3, 7, 11]
     stack = StackedMLP.from_seeds(TINY_WIDTHS, seeds)
 
@@ -182,7 +182,7 @@ def test_forward_matches_each_module(shared_input):
         torch.testing.assert_close(logits[k], expected, rtol=1e-6, atol=1e-6)
 
 
-def test_forward_rejects_a_batch_per_run_of_the_wrong_count():
+def test_forward_rejects_wrong_run_count():
     stack = StackedMLP.from_seeds((6, 3), [1, 2])
 
     with pytest.raises(ValueError, match=r"expected \(B, in\) or \(2, B, in\)"):

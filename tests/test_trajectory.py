@@ -52,7 +52,7 @@ def test_per_epoch_capture_equals_the_recorded_snapshots(digits, tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_per_step_capture_holds_every_step_and_meets_the_epoch_snapshots(digits, tmp_path):
+def test_per_step_capture_matches_epoch_snapshots(digits, tmp_path):
     experiment = tiny_experiment(epochs=2)
     per_epoch = steps_per_epoch(experiment, digits)  # 12 steps of 128 samples
 
@@ -77,7 +77,7 @@ def test_capture_does_not_change_training(digits, tmp_path):
     assert np.array_equal(plain.grad_norm, captured.grad_norm)
 
 
-def test_stride_that_does_not_divide_the_run_keeps_whole_strides(digits, tmp_path):
+def test_capture_stride_not_dividing_run(digits, tmp_path):
     experiment = tiny_experiment(epochs=2)
     total = 2 * steps_per_epoch(experiment, digits)  # 24 steps
 
@@ -119,12 +119,12 @@ def test_open_trajectory_names_an_unfinished_file(tmp_path):
         open_trajectory(path)
 
 
-def test_writer_rejects_rows_of_the_wrong_length_and_extra_rows(tmp_path):
+def test_writer_rejects_bad_rows(tmp_path):
     writer = TrajectoryWriter(tmp_path / "run.npy", n_snapshots=1, n_params=4)
     with pytest.raises(ValueError, match=r"snapshot has shape \(3,\), expected \(4,\)"):
         writer.write(np.zeros(3))
     writer.write(np.ones(4))
-    with pytest.raises(ValueError, match="already holds all 1 snapshots"):
+    with pytest.raises(ValueError, match="already contains all 1 snapshots"):
         writer.write(np.ones(4))
     assert np.array_equal(open_trajectory(writer.close()), np.ones((1, 4), np.float32))
 
@@ -137,7 +137,7 @@ def test_open_trajectory_rejects_other_arrays(tmp_path):
         open_trajectory(path)
 
 
-def test_pca_of_a_captured_trajectory_reads_it_from_disk(digits, tmp_path):
+def test_pca_reads_captured_trajectory(digits, tmp_path):
     experiment = tiny_experiment(epochs=3)
     run = train_runs(experiment, [0], digits, capture=Capture(tmp_path, every_steps=2))[0]
     trajectory = open_trajectory(run.metadata["trajectory"]["path"])
@@ -153,7 +153,7 @@ def test_pca_of_a_captured_trajectory_reads_it_from_disk(digits, tmp_path):
     )
 
 
-def test_cache_with_capture_retrains_only_runs_without_a_file(digits, tmp_path):
+def test_cache_capture_retrains_missing_files(digits, tmp_path):
     experiment = tiny_experiment(runs=3)
     cache = RunCache(tmp_path / "cache")
     first = cache.get_all(experiment, digits)
@@ -182,7 +182,7 @@ def test_cli_train_streams_snapshots(tmp_path, capsys):
     try:
         code = main(["train", "cli-capture", "--trajectory-dir", str(tmp_path / "traj"),
                      "--snapshot-every", "3", *options])
-        refused = main(["train", "cli-capture", "--snapshot-every", "3", *options])
+        rejected_code = main(["train", "cli-capture", "--snapshot-every", "3", *options])
     finally:
         registry._REGISTRY.clear()
         registry._REGISTRY.update(saved)
@@ -192,5 +192,5 @@ def test_cli_train_streams_snapshots(tmp_path, capsys):
         "cli-capture-run0-every3.npy", "cli-capture-run1-every3.npy",
     ]
     assert open_trajectory(tmp_path / "traj" / "cli-capture-run0-every3.npy").shape[0] == 1 + 24 // 3
-    assert refused == 2
+    assert rejected_code == 2
     assert "--snapshot-every 3 needs --trajectory-dir DIR" in capsys.readouterr().err
