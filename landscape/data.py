@@ -265,7 +265,9 @@ def load_digits(root: str | Path | None = None) -> Dataset:
 
 def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
     """Return the dataset called ``name`` from ``root``."""
-    loaders = {"mnist": load_mnist, "digits": load_digits}
+    from landscape.fashion_mnist import load_fashion_mnist
+
+    loaders = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist, "digits": load_digits}
     if name not in loaders:
         raise ValueError(
             f"unknown dataset {name!r}; available datasets: {', '.join(loaders)}"

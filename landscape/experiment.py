@@ -19,8 +19,8 @@ from typing import Any, Mapping
 
 import torch
 
-DATASETS = ("mnist", "digits")
-OPTIMIZERS = ("adam", "sgd")
+DATASETS = ("mnist", "fashion-mnist", "digits")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
 VERDICTS = ("supported", "refuted", "inconclusive", "invalid")
 
 
@@ -42,6 +42,21 @@ class ExpectedVerdict:
             raise ValueError("an expected verdict needs a non-empty reason")
 
 
+def _check_optimizer_settings(name: str, prefix: str, optimizer: str, lr: float, momentum: float) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"experiment {name!r}: {prefix}optimizer {optimizer!r} is not "
+            f"supported; choose one of {', '.join(OPTIMIZERS)}"
+        )
+    if not lr > 0:
+        raise ValueError(f"experiment {name!r}: {prefix}lr must be > 0, got {lr}")
+    if momentum < 0 or (optimizer != "sgd" and momentum != 0):
+        raise ValueError(
+            f"experiment {name!r}: {prefix}momentum {momentum} is invalid; "
+            "use a value >= 0 with SGD and leave it at 0 for Adam and RMSprop"
+        )
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One experiment: a model, its data and optimizer, trained over several seeds.
@@ -50,19 +65,19 @@ class Experiment:
     ----------
     name : str
         Registry name, used in test ids, cache entries and the report.
-    dataset : {"mnist", "digits"}
+    dataset : {"mnist", "fashion-mnist", "digits"}
         Training and test data; ``digits`` is scikit-learn's 8x8 set (64
         inputs), meant for tests and quick trials.
     widths : tuple of int
         Layer widths from input to output, e.g. ``(784, 128, 128, 128, 10)``.
         Hidden layers use ReLU.
-    optimizer : {"adam", "sgd"}
-        ``torch.optim.Adam`` or ``torch.optim.SGD`` with PyTorch's defaults
-        except for ``lr`` and ``momentum``.
+    optimizer : {"adam", "sgd", "rmsprop"}
+        ``torch.optim.Adam``, ``torch.optim.SGD`` or ``torch.optim.RMSprop``
+        with PyTorch's defaults except for ``lr`` and ``momentum``.
     lr : float
         Learning rate.
     momentum : float, default=0.0
-        SGD momentum; must be 0 for Adam.
+        SGD momentum; must be 0 for Adam and RMSprop.
     batch_size : int, default=256
         Mini-batch size. The training set is reshuffled every epoch and the
         last, smaller batch is kept.
@@ -74,6 +89,14 @@ class Experiment:
     device : str, default="auto"
         ``"auto"`` picks CUDA when available, else the CPU. Any string that
         ``torch.device`` accepts works too.
+    dropout : float, default=0.0
+        Dropout probability after each hidden layer's ReLU during training.
+    switch_epoch : int, optional
+        Train the first ``switch_epoch`` epochs with ``optimizer``, then the
+        rest with ``switch_optimizer`` at ``switch_lr`` (and
+        ``switch_momentum``), starting from fresh optimizer state.
+    switch_optimizer, switch_lr, switch_momentum
+        The second optimizer's settings; required with ``switch_epoch``.
     expected_verdicts : mapping of str to ExpectedVerdict
         Claims whose verdict on this experiment is known and accepted to be
         other than "supported", keyed by claim id.
@@ -94,6 +117,11 @@ class Experiment:
     seed_base: int = 42
     seed_stride: int = 1000
     device: str = "auto"
+    dropout: float = 0.0
+    switch_epoch: int | None = None
+    switch_optimizer: str | None = None
+    switch_lr: float | None = None
+    switch_momentum: float = 0.0
     description: str = ""
     expected_verdicts: Mapping[str, ExpectedVerdict] = field(default_factory=dict)
     reference: Mapping[str, float] = field(default_factory=dict)
@@ -115,18 +143,12 @@ class Experiment:
                 f"experiment {self.name!r}: widths {self.widths} must list at least "
                 "an input and an output width, all positive"
             )
-        if self.optimizer not in OPTIMIZERS:
+        _check_optimizer_settings(self.name, "", self.optimizer, self.lr, self.momentum)
+        if not 0 <= self.dropout < 1:
             raise ValueError(
-                f"experiment {self.name!r}: optimizer {self.optimizer!r} is not "
-                f"supported; choose one of {', '.join(OPTIMIZERS)}"
+                f"experiment {self.name!r}: dropout must be in [0, 1), got {self.dropout}"
             )
-        if not self.lr > 0:
-            raise ValueError(f"experiment {self.name!r}: lr must be > 0, got {self.lr}")
-        if self.momentum < 0 or (self.optimizer == "adam" and self.momentum != 0):
-            raise ValueError(
-                f"experiment {self.name!r}: momentum {self.momentum} is invalid; "
-                "use a value >= 0 with SGD and leave it at 0 for Adam"
-            )
+        self._check_switch()
         for attribute in ("batch_size", "epochs", "runs"):
             value = getattr(self, attribute)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -146,6 +168,39 @@ class Experiment:
                 f"experiment {self.name!r}: device {self.device!r} is invalid; use "
                 "'auto', 'cpu', 'cuda' or 'cuda:N'"
             ) from error
+
+    def _check_switch(self) -> None:
+        switch_fields = (self.switch_optimizer, self.switch_lr)
+        if self.switch_epoch is None:
+            if any(value is not None for value in switch_fields) or self.switch_momentum:
+                raise ValueError(
+                    f"experiment {self.name!r}: switch_optimizer, switch_lr and "
+                    "switch_momentum need switch_epoch, the number of epochs before the switch"
+                )
+            return
+        epoch = self.switch_epoch
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 < epoch < self.epochs:
+            raise ValueError(
+                f"experiment {self.name!r}: switch_epoch must be an integer between 1 "
+                f"and epochs - 1 = {self.epochs - 1}, got {epoch!r}"
+            )
+        if self.switch_optimizer is None or self.switch_lr is None:
+            raise ValueError(
+                f"experiment {self.name!r}: switch_epoch {epoch} needs switch_optimizer "
+                "and switch_lr, the optimizer to train with after the switch"
+            )
+        _check_optimizer_settings(
+            self.name, "switch_", self.switch_optimizer, self.switch_lr, self.switch_momentum
+        )
+
+    def phases(self) -> list[tuple[int, str, float, float]]:
+        """Return the training phases as ``(first epoch, optimizer, lr, momentum)``."""
+        phases = [(0, self.optimizer, self.lr, self.momentum)]
+        if self.switch_epoch is not None:
+            phases.append(
+                (self.switch_epoch, self.switch_optimizer, self.switch_lr, self.switch_momentum)
+            )
+        return phases
 
     def seed(self, run: int) -> int:
         """Return the seed of run ``run`` (0-based)."""
@@ -168,7 +223,7 @@ class Experiment:
         left out: renaming an experiment or adding runs does not change the
         runs already trained.
         """
-        return {
+        config = {
             "dataset": self.dataset,
             "widths": list(self.widths),
             "optimizer": self.optimizer,
@@ -177,6 +232,18 @@ class Experiment:
             "batch_size": self.batch_size,
             "epochs": self.epochs,
         }
+        # Added only when set, so that runs cached before these fields
+        # existed keep their keys.
+        if self.dropout:
+            config["dropout"] = self.dropout
+        if self.switch_epoch is not None:
+            config.update(
+                switch_epoch=self.switch_epoch,
+                switch_optimizer=self.switch_optimizer,
+                switch_lr=self.switch_lr,
+                switch_momentum=self.switch_momentum,
+            )
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         """Return the whole configuration as plain JSON types."""
@@ -262,6 +329,77 @@ _BUILTIN = (
             **_ALIGNED_VERDICTS,
         },
     ),
+    Experiment(
+        name="sgd-momentum",
+        dataset="mnist",
+        widths=PAPER_WIDTHS,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        description="As paper-adam, with SGD at lr 0.01 and momentum 0.9.",
+    ),
+    Experiment(
+        name="rmsprop",
+        dataset="mnist",
+        widths=PAPER_WIDTHS,
+        optimizer="rmsprop",
+        lr=1e-3,
+        description="As paper-adam, with RMSprop at lr 1e-3.",
+    ),
+    Experiment(
+        name="switch-sgd-adam",
+        dataset="mnist",
+        widths=PAPER_WIDTHS,
+        optimizer="sgd",
+        lr=0.1,
+        switch_epoch=15,
+        switch_optimizer="adam",
+        switch_lr=1e-3,
+        description="SGD at lr 0.1 for 15 epochs, then Adam at lr 1e-3 with fresh state "
+        "for 15.",
+    ),
+    Experiment(
+        name="switch-adam-sgd",
+        dataset="mnist",
+        widths=PAPER_WIDTHS,
+        optimizer="adam",
+        lr=1e-3,
+        switch_epoch=15,
+        switch_optimizer="sgd",
+        switch_lr=0.1,
+        description="Adam at lr 1e-3 for 15 epochs, then SGD at lr 0.1 for 15.",
+    ),
+    Experiment(
+        name="wide-dropout",
+        dataset="mnist",
+        widths=(784, 512, 256, 128, 10),
+        optimizer="adam",
+        lr=1e-3,
+        dropout=0.2,
+        description="MLP 784-512-256-128-10 with dropout 0.2 after each hidden layer, "
+        "Adam lr 1e-3.",
+        reference={
+            "grad_norm_correlation": 0.9896,
+            "final_weight_cosine": 0.0484,
+            "accuracy_variance": 0.0011**2,  # the group reported std 0.0011
+        },
+    ),
+    Experiment(
+        name="narrow",
+        dataset="mnist",
+        widths=(784, 32, 32, 32, 10),
+        optimizer="adam",
+        lr=1e-3,
+        description="MLP 784-32-32-32-10, Adam lr 1e-3.",
+    ),
+    Experiment(
+        name="fashion-adam",
+        dataset="fashion-mnist",
+        widths=PAPER_WIDTHS,
+        optimizer="adam",
+        lr=1e-3,
+        description="paper-adam on Fashion-MNIST.",
+    ),
 )
 
 _REGISTRY: dict[str, Experiment] = {e.name: e for e in _BUILTIN}
@@ -292,6 +430,10 @@ def get(name: str) -> Experiment:
 # Named groups of experiments, selectable wherever an experiment name is.
 GROUPS: dict[str, tuple[str, ...]] = {
     "paper": ("paper-adam", "paper-sgd"),
+    "robustness": (
+        "paper-adam", "paper-sgd", "sgd-momentum", "rmsprop", "switch-sgd-adam",
+        "switch-adam-sgd", "wide-dropout", "narrow", "fashion-adam",
+    ),
 }
 
 

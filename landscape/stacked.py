@@ -214,7 +214,14 @@ class StackedMLP:
     __call__ = forward
 
     @torch.no_grad()
-    def loss_and_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss_and_gradients(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        dropout: float = 0.0,
+        generators: Sequence[torch.Generator] | None = None,
+    ) -> torch.Tensor:
         """Return each run's mean cross-entropy on its batch and store the gradients in ``.grad``.
 
         The backward pass is written out with batched matrix products rather
@@ -231,6 +238,13 @@ class StackedMLP:
             ``(K, B, in)``: one batch per run.
         y : torch.Tensor
             ``(K, B)`` int64 class labels.
+        dropout : float, default=0.0
+            Probability of zeroing each hidden unit after its ReLU, as
+            ``nn.Dropout`` in training mode does: kept units are scaled by
+            ``1 / (1 - dropout)``.
+        generators : sequence of torch.Generator, optional
+            One per run, on the stack's device; run k's masks are drawn from
+            ``generators[k]`` alone. Required when ``dropout > 0``.
 
         Returns
         -------
@@ -245,6 +259,12 @@ class StackedMLP:
                 f"x {tuple(x.shape)} and y {tuple(y.shape)} must be ({self.n_runs}, B, in) "
                 f"and ({self.n_runs}, B)"
             )
+        if dropout and (generators is None or len(generators) != n_runs):
+            raise ValueError(
+                f"dropout {dropout} needs one generator per run ({n_runs}), got "
+                f"{None if generators is None else len(generators)}"
+            )
+        masks = {}
         # Forward, keeping each hidden layer's output for the backward pass.
         # Activations and deltas go to buffers kept from step to step: with
         # K = 8, fresh ones cost about 500 page faults per step.
@@ -256,6 +276,9 @@ class StackedMLP:
             h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2), out=out)
             if index < last:
                 h.relu_()
+                if dropout:
+                    masks[index] = self._dropout_mask(h.shape, dropout, generators, index)
+                    h.mul_(masks[index])
                 inputs.append(h)
         log_probabilities = torch.log_softmax(h, dim=2)  # (K, B, C)
         target = y.unsqueeze(2)
@@ -278,7 +301,20 @@ class StackedMLP:
                 # ReLU's derivative, in place, with the kernel autograd uses for
                 # it; masked_fill_ with a boolean mask took five times as long.
                 torch.ops.aten.threshold_backward.grad_input(delta, previous, 0.0, grad_input=delta)
+                if dropout:
+                    delta.mul_(masks[index - 1])
         return losses
+
+    def _dropout_mask(
+        self, shape: tuple[int, ...], p: float, generators: Sequence[torch.Generator], layer: int
+    ) -> torch.Tensor:
+        """Return ``(K, B, H)`` dropout multipliers, 0 or ``1 / (1 - p)``, each run's from its generator."""
+        uniform = self._buffer(f"uniform{layer}", shape, torch.float32)
+        for k, generator in enumerate(generators):
+            torch.rand(shape[1:], generator=generator, out=uniform[k])
+        mask = self._buffer(f"mask{layer}", shape, torch.float32)
+        torch.ge(uniform, p, out=mask)  # keep with probability 1 - p
+        return mask.mul_(1.0 / (1.0 - p))
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """Return a contiguous ``shape`` view of the reusable buffer ``name``, grown if needed."""

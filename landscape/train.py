@@ -30,7 +30,7 @@ from landscape.data import Dataset
 from landscape.experiment import Experiment
 from landscape.model import count_parameters
 from landscape.stacked import StackedMLP
-from landscape.trajectory import Capture, TrajectoryWriter
+from landscape.trajectory import BackgroundWriter, Capture, TrajectoryWriter
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 TRAINING_VERSION = "2"
 
 EVAL_BATCH_SIZE = 10_000
+# Run r draws its dropout masks from a generator seeded with seed(r) + this.
+DROPOUT_SEED_OFFSET = 1
 # Activation elements per chunk in evaluate_stack.
 STACK_EVAL_ELEMENTS = 2**20
 
@@ -101,20 +103,26 @@ class Run:
         return float(self.train_loss[-1])
 
 
-def make_optimizer(experiment: Experiment, parameters, *, fused: bool = False) -> torch.optim.Optimizer:
-    """Return the experiment's optimizer over ``parameters``.
+def make_optimizer(
+    experiment: Experiment, parameters, *, fused: bool = False, phase: int = 0
+) -> torch.optim.Optimizer:
+    """Return the optimizer of one of the experiment's training phases over ``parameters``.
 
-    With ``fused=True`` the update of each tensor is one kernel instead of
-    about ten elementwise passes. The arithmetic is the same up to rounding;
-    on a 2-core CPU it made a step of 8 stacked runs about 5% faster.
+    ``phase`` indexes :meth:`Experiment.phases`: 0 for the optimizer an
+    experiment starts with, 1 for the one after ``switch_epoch``. With
+    ``fused=True``, Adam and SGD update each tensor in one kernel instead of
+    about ten elementwise passes. The arithmetic is the same up to rounding,
+    and on a 2-core CPU it made a step of 8 stacked runs about 5% faster.
+    RMSprop has no fused form and ignores ``fused``.
     """
-    if experiment.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=experiment.lr, fused=fused or None)
-    if experiment.optimizer == "sgd":
-        return torch.optim.SGD(
-            parameters, lr=experiment.lr, momentum=experiment.momentum, fused=fused or None
-        )
-    raise ValueError(f"unknown optimizer {experiment.optimizer!r}")
+    _, name, lr, momentum = experiment.phases()[phase]
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, fused=fused or None)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, fused=fused or None)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}")
 
 
 @torch.no_grad()
@@ -291,8 +299,16 @@ def train_runs(
                 flat[k] = torch.from_numpy(weights)
         stack = StackedMLP.from_vectors(experiment.widths, flat)
     stack = StackedMLP([w.to(device) for w in stack.weights], [b.to(device) for b in stack.biases])
-    optimizer = make_optimizer(experiment, stack.run_parameters(), fused=True)
+    run_parameters = stack.run_parameters()
+    switch_epochs = {first: index for index, (first, *_) in enumerate(experiment.phases())}
     orders = [torch.Generator().manual_seed(seed) for seed in seeds]
+    dropout_generators = None
+    if experiment.dropout:
+        # Separate from the data order, so that adding dropout to an
+        # experiment leaves its batches as they were.
+        dropout_generators = [
+            torch.Generator(device=device).manual_seed(seed + DROPOUT_SEED_OFFSET) for seed in seeds
+        ]
 
     x_train = dataset.x_train.to(device)
     y_train = dataset.y_train.to(device)
@@ -330,12 +346,17 @@ def train_runs(
         ]
         for writer, row in zip(writers, flat):
             writer.write(row)
+    background = BackgroundWriter(writers) if writers else None
 
     label = f"{experiment.name} {describe_runs(runs, experiment.runs)}"
     started = time.perf_counter()
     step = 0
     try:
         for epoch in range(epochs):
+            if epoch in switch_epochs:  # fresh optimizer state at each phase
+                optimizer = make_optimizer(
+                    experiment, run_parameters, fused=True, phase=switch_epochs[epoch]
+                )
             epoch_started = time.perf_counter()
             active = [k for k in range(n_runs) if diverged_epoch[k] is None]
             if not active:
@@ -353,15 +374,17 @@ def train_runs(
                 losses = stack.loss_and_gradients(
                     x_batch[:rows].view(n_runs, -1, x_train.shape[1]),
                     y_batch[:rows].view(n_runs, -1),
+                    dropout=experiment.dropout,
+                    generators=dropout_generators,
                 )  # (K,)
                 norm_sum += stack.grad_norms().to(torch.float64)
                 optimizer.step()
                 loss_sum += losses.detach().to(torch.float64)
                 step += 1
-                if writers and step % stride == 0:
+                if background is not None and step % stride == 0:
                     tensors = [p.detach().cpu().numpy() for p in stack.parameters()]
-                    for k in active:  # a diverged run's file is NaN from here on
-                        writers[k].write_parts([t[k] for t in tensors])
+                    # A diverged run's file is NaN from here on.
+                    background.submit({k: [t[k] for t in tensors] for k in active})
 
             # One synchronization per epoch: a NaN or inf loss anywhere in
             # the epoch makes that run's sum non-finite.
@@ -395,10 +418,10 @@ def train_runs(
                     time.perf_counter() - epoch_started,
                     elapsed / (epoch + 1) * (epochs - epoch - 1),
                 )
-        paths = [writer.close() for writer in writers]
+        paths = background.close() if background is not None else []
     except BaseException:
-        for writer in writers:
-            writer.abort()
+        if background is not None:
+            background.abort()
         raise
     train_seconds = time.perf_counter() - started
 

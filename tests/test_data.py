@@ -222,7 +222,7 @@ def test_load_digits_is_reproducible():
 
 
 def test_load_dataset_rejects_unknown_name():
-    with pytest.raises(ValueError, match="unknown dataset 'cifar10'; available datasets: mnist, digits"):
+    with pytest.raises(ValueError, match="unknown dataset 'cifar10'; available datasets: mnist, fashion-mnist, digits"):
         data.load_dataset("cifar10")
 
 

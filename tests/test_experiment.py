@@ -25,7 +25,7 @@ def isolated_registry(monkeypatch):
         pytest.param({"name": ""}, "experiment name '' is invalid", id="name-empty"),
         pytest.param(
             {"dataset": "cifar10"},
-            "dataset 'cifar10' is not supported; choose one of mnist, digits",
+            "dataset 'cifar10' is not supported; choose one of mnist, fashion-mnist, digits",
             id="dataset",
         ),
         pytest.param(
@@ -36,11 +36,30 @@ def isolated_registry(monkeypatch):
             {"widths": (64, 0, 10)}, "widths (64, 0, 10) must list", id="widths-zero"
         ),
         pytest.param(
-            {"optimizer": "rmsprop"},
-            "optimizer 'rmsprop' is not supported; choose one of adam, sgd",
+            {"optimizer": "lbfgs"},
+            "optimizer 'lbfgs' is not supported; choose one of adam, sgd, rmsprop",
             id="optimizer",
         ),
         pytest.param({"lr": 0.0}, "lr must be > 0, got 0.0", id="lr-zero"),
+        pytest.param({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0", id="dropout-one"),
+        pytest.param(
+            {"switch_optimizer": "sgd"}, "switch_optimizer, switch_lr and switch_momentum "
+            "need switch_epoch", id="switch-without-epoch",
+        ),
+        pytest.param(
+            {"switch_epoch": 2, "switch_optimizer": "sgd", "switch_lr": 0.1},
+            "switch_epoch must be an integer between 1 and epochs - 1 = 1, got 2",
+            id="switch-epoch-too-late",
+        ),
+        pytest.param(
+            {"switch_epoch": 1, "switch_optimizer": "sgd"},
+            "switch_epoch 1 needs switch_optimizer and switch_lr", id="switch-without-lr",
+        ),
+        pytest.param(
+            {"switch_epoch": 1, "switch_optimizer": "adam", "switch_lr": 1e-3,
+             "switch_momentum": 0.9},
+            "switch_momentum 0.9 is invalid", id="switch-momentum-with-adam",
+        ),
         pytest.param({"lr": float("nan")}, "lr must be > 0, got nan", id="lr-nan"),
         pytest.param(
             {"momentum": 0.9}, "momentum 0.9 is invalid; use a value >= 0 with SGD and "
@@ -361,3 +380,31 @@ def test_to_dict_is_json_serializable():
     assert Experiment(**{**data, "widths": tuple(data["widths"]), "expected_verdicts": {}}).config_hash() == (
         experiment.config_hash()
     )
+
+
+def test_training_config_leaves_out_unset_new_fields():
+    config = tiny_experiment().training_config()
+
+    assert "dropout" not in config
+    assert "switch_epoch" not in config
+
+
+def test_training_config_includes_dropout_and_switch():
+    experiment = tiny_experiment(
+        epochs=4, dropout=0.2, switch_epoch=2, switch_optimizer="sgd", switch_lr=0.1,
+    )
+
+    config = experiment.training_config()
+
+    assert config["dropout"] == 0.2
+    assert (config["switch_epoch"], config["switch_optimizer"], config["switch_lr"]) == (2, "sgd", 0.1)
+    assert experiment.phases() == [(0, "adam", 1e-2, 0.0), (2, "sgd", 0.1, 0.0)]
+
+
+def test_robustness_group_has_nine():
+    names = registry.resolve("robustness")
+
+    assert len(names) == 9
+    assert names[:2] == ["paper-adam", "paper-sgd"]
+    assert registry.get("fashion-adam").dataset == "fashion-mnist"
+    assert registry.get("wide-dropout").widths == (784, 512, 256, 128, 10)

@@ -222,3 +222,74 @@ def test_constructor_rejects_layers_that_do_not_chain():
             [torch.zeros(2, 5, 3), torch.zeros(2, 2, 4)],
             [torch.zeros(2, 5), torch.zeros(2, 2)],
         )
+
+
+def test_dropout_gradients_match_autograd():
+    widths, p = (6, 5, 4, 3), 0.3
+    generator = torch.Generator().manual_seed(2)
+    stack = StackedMLP.from_seeds(widths, [1, 2])
+    x = torch.randn(2, 7, 6, generator=generator)
+    y = torch.randint(0, 3, (2, 7), generator=generator)
+
+    def generators():
+        return [torch.Generator().manual_seed(10), torch.Generator().manual_seed(20)]
+
+    losses = stack.loss_and_gradients(x, y, dropout=p, generators=generators())
+
+    for k, run_generator in enumerate(generators()):
+        model = stack.module(k)
+        layers = [m for m in model if isinstance(m, torch.nn.Linear)]
+        h = x[k]
+        for index, layer in enumerate(layers):
+            h = layer(h)
+            if index < len(layers) - 1:
+                h = torch.relu(h)
+                keep = torch.rand(h.shape, generator=run_generator) >= p
+                h = h * keep / (1 - p)
+        loss = F.cross_entropy(h, y[k])
+        loss.backward()
+        torch.testing.assert_close(losses[k], loss.detach(), rtol=1e-6, atol=0)
+        for stacked, parameter in zip(stack.parameters(), model.parameters()):
+            torch.testing.assert_close(stacked.grad[k], parameter.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_dropout_needs_a_generator_per_run():
+    stack = StackedMLP.from_seeds((6, 5, 3), [1, 2])
+    x, y = torch.zeros(2, 4, 6), torch.zeros(2, 4, dtype=torch.int64)
+
+    with pytest.raises(ValueError, match=r"dropout 0.5 needs one generator per run \(2\), got 1"):
+        stack.loss_and_gradients(x, y, dropout=0.5, generators=[torch.Generator()])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"dropout": 0.2},
+        {"optimizer": "rmsprop", "lr": 1e-3},
+        {"optimizer": "sgd", "lr": 0.1, "switch_epoch": 2, "switch_optimizer": "adam",
+         "switch_lr": 1e-2},
+    ],
+    ids=["dropout", "rmsprop", "switch"],
+)
+def test_variants_are_bit_identical_alone_and_stacked(digits, overrides):
+    experiment = tiny_experiment(runs=3, epochs=4, **overrides)
+
+    together = train_runs(experiment, [0, 1, 2], digits)
+    alone = train_runs(experiment, [2], digits)[0]
+
+    for name in RECORDED_ARRAYS:
+        assert np.array_equal(getattr(together[2], name), getattr(alone, name)), name
+    assert not together[2].diverged
+
+
+def test_switch_starts_the_second_optimizer_with_fresh_state(digits):
+    # Adam then Adam at the same rate differs from 4 epochs of Adam only
+    # through the reset of the moment estimates at the switch.
+    plain = tiny_experiment(epochs=4)
+    switched = tiny_experiment(epochs=4, switch_epoch=2, switch_optimizer="adam", switch_lr=1e-2)
+
+    a = train_runs(plain, [0], digits)[0]
+    b = train_runs(switched, [0], digits)[0]
+
+    assert np.array_equal(a.snapshots[:3], b.snapshots[:3])
+    assert not np.array_equal(a.snapshots[3], b.snapshots[3])
