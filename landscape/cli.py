@@ -6,6 +6,7 @@ Examples::
     landscape train paper-adam           # train and cache all runs of an experiment
     landscape train paper-adam --trajectory-dir traj --snapshot-every 10
     landscape experiments                # list registered experiments
+    landscape sweep robustness --scheduler tcp://127.0.0.1:8786   # train on a cluster, check
     landscape trajectory paper-adam --output pca.png      # run 0 on its PCA plane
     landscape surface paper-adam --plane random --surface-3d
     landscape retrain-from-plane paper-adam --alpha 20 --beta 0 --epochs 10
@@ -26,6 +27,7 @@ import torch
 from landscape import experiment as registry
 from landscape.cache import RunCache, RunNotCachedError, default_cache_dir
 from landscape.data import DataError, default_data_root, load_dataset
+from landscape.sweep import SweepError
 from landscape.trajectory import Capture
 
 logger = logging.getLogger("landscape.cli")
@@ -122,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--trajectory-dir", type=Path, default=None, metavar="DIR",
         help="also stream each run's snapshots to DIR/EXPERIMENT-runR-everyN.npy (float32, "
-        "read it with numpy.load(path, mmap_mode='r')); runs without such a file are "
-        "trained again (default: no files)",
+        "one row per snapshot; read it with landscape.trajectory.open_trajectory); runs "
+        "without such a file are trained again (default: no files)",
     )
     train.add_argument(
         "--snapshot-every", type=_positive_int, default=None, metavar="N",
@@ -131,6 +133,38 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: one per epoch)",
     )
     _add_common(train)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="train the missing runs of experiments, here or on a Dask cluster, then "
+        "check their claims",
+    )
+    sweep.add_argument(
+        "experiments", help="comma-separated experiment or group names, such as robustness",
+    )
+    sweep.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="dask.distributed scheduler address, such as tcp://127.0.0.1:8786; each run "
+        "becomes one task and workers write to the same cache (default: train here)",
+    )
+    sweep.add_argument(
+        "--threads-per-run", type=_positive_int, default=1, metavar="N",
+        help="torch threads of each task on a Dask worker (default: 1)",
+    )
+    sweep.add_argument(
+        "--cache-dir", type=Path, default=None, metavar="DIR",
+        help=f"trained-run cache, reachable by every worker (default: {default_cache_dir()})",
+    )
+    sweep.add_argument(
+        "--no-check", action="store_true",
+        help="only train; by default the claims of the experiments are then checked with "
+        "pytest claims/, which writes the report",
+    )
+    sweep.add_argument(
+        "--report-dir", type=Path, default=None, metavar="DIR",
+        help="where the check writes claims.json and index.html (default: ./reports)",
+    )
+    _add_common(sweep)
 
     listing = commands.add_parser("experiments", help="list registered experiments")
     _add_common(listing)
@@ -190,6 +224,44 @@ def _with_threads(threads: int | None, function, *args):
         torch.set_num_threads(previous)
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """Run ``landscape sweep``: train, then check the claims with pytest unless --no-check."""
+    from landscape.sweep import sweep
+
+    names = registry.resolve(args.experiments)
+    result = sweep(
+        [registry.get(name) for name in names],
+        cache_dir=args.cache_dir,
+        data_root=args.data_root,
+        scheduler=args.scheduler,
+        threads_per_run=args.threads_per_run,
+    )
+    print(f"sweep: {result.total_runs} runs of {len(names)} experiments, trained "
+          f"{len(result.trained)} in {result.seconds:.0f} s")
+    if args.no_check:
+        return 0
+    claims_dir = Path(__file__).resolve().parents[1] / "claims"
+    if not claims_dir.is_dir():
+        raise ValueError(
+            f"no claims folder at {claims_dir}: checking needs a checkout of the "
+            "repository; pass --no-check to only train"
+        )
+    import pytest
+
+    options = [str(claims_dir), "-p", "no:cacheprovider", f"--landscape-experiments={','.join(names)}"]
+    for flag, value in (
+        ("--landscape-cache-dir", args.cache_dir),
+        ("--landscape-data-root", args.data_root),
+        ("--landscape-report-dir", args.report_dir),
+        ("--landscape-experiments-file", args.experiments_file),
+    ):
+        if value is not None:
+            options.append(f"{flag}={value}")
+    if args.quiet:
+        options.append("-q")
+    return int(pytest.main(options))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -223,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"final test accuracy {accuracies}")
                 if capture is not None:
                     print(f"{name}: trajectories in {capture.directory}")
+        elif args.command == "sweep":
+            return _sweep(args)
         elif args.command == "experiments":
             for name in registry.names():
                 experiment = registry.get(name)
@@ -233,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for path in _with_threads(args.threads, run_plane_command, args):
                 print(f"wrote {path}")
-    except (ValueError, DataError, RunNotCachedError) as error:
+    except (ValueError, DataError, RunNotCachedError, SweepError) as error:
         print(f"landscape: error: {error}", file=sys.stderr)
         return 2
     return 0
