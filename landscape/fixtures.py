@@ -6,6 +6,7 @@ from typing import Callable
 
 import pytest
 
+from landscape.baseline import verdict_change
 from landscape.claims import ClaimResult, evaluate_claim
 from landscape.evidence import Evidence
 from landscape.experiment import Experiment
@@ -33,8 +34,9 @@ def judge_claim(
 
     The claim is the one named by the test's ``@pytest.mark.claim`` marker.
     The result goes into ``claims.json`` and the report whatever the verdict;
-    the call then raises :class:`~landscape.claims.ClaimNotSupported` unless
-    the claim is supported.
+    the call then fails the test if the verdict differs from the session's
+    baseline (see :mod:`landscape.baseline`), and otherwise raises
+    :class:`~landscape.claims.ClaimNotSupported` unless the claim is supported.
     """
     claim_id = request.node.get_closest_marker("claim").args[0]
 
@@ -47,7 +49,11 @@ def judge_claim(
             reference=experiment.reference.get(claim_id),
             evidence=evidence,
         )
-        claims_session(request.config).record(result)
+        session = claims_session(request.config)
+        session.record(result)
+        change = None if session.options.accept_baseline else verdict_change(result, session.baseline)
+        if change is not None:
+            pytest.fail(change, pytrace=False)
         result.check()
         return result
 

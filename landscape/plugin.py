@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from landscape import experiment as registry
+from landscape.baseline import DEFAULT_BASELINE, write_baseline
 from landscape.cache import default_cache_dir
 from landscape.claims import failure_for, get_claim
 from landscape.data import default_data_root
@@ -79,6 +80,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help=f"where claims.json and index.html are written; default: ./{DEFAULT_REPORT_DIR}",
     )
+    group.addoption(
+        "--landscape-baseline",
+        metavar="PATH",
+        default=None,
+        help="JSON file of accepted verdicts; a claim whose verdict differs fails "
+        f"(default: {DEFAULT_BASELINE} under the pytest root folder, if it exists; "
+        "'none' to compare with nothing)",
+    )
+    group.addoption(
+        "--landscape-accept-baseline",
+        action="store_true",
+        default=False,
+        help="write this run's results into the baseline file instead of comparing "
+        "with it; entries of experiments not run are kept",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,8 +123,17 @@ def pytest_configure(config: pytest.Config) -> None:
         report_dir=Path(config.getoption("--landscape-report-dir") or DEFAULT_REPORT_DIR),
         retrain=config.getoption("--landscape-retrain"),
         landscapes=not config.getoption("--landscape-no-surfaces"),
+        baseline_path=_baseline_path(config),
+        accept_baseline=config.getoption("--landscape-accept-baseline"),
     )
     config.stash[SESSION_KEY] = ClaimsSession(options)
+
+
+def _baseline_path(config: pytest.Config) -> Path | None:
+    option = config.getoption("--landscape-baseline")
+    if option is not None:
+        return None if option.lower() == "none" else Path(option)
+    return Path(config.rootpath) / DEFAULT_BASELINE
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -168,8 +193,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         comparisons = planes.comparisons(evidence)
     state.report_paths = write_report(
         state.options.report_dir, state.results, evidence,
-        views=views, comparisons=comparisons,
+        views=views, comparisons=comparisons, baseline=state.baseline,
     )
+    if state.options.accept_baseline and state.options.baseline_path is not None:
+        path = write_baseline(state.options.baseline_path, state.results, state.baseline)
+        state.report_paths.append(path)
+        logger.info("accepted %d results into the baseline %s", len(state.results), path)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -53,6 +53,7 @@ def write_report(
     *,
     views: dict[str, list] | None = None,
     comparisons: Sequence | None = None,
+    baseline: dict | None = None,
 ) -> list[Path]:
     """Write ``claims.json`` and ``index.html`` into ``report_dir``.
 
@@ -73,6 +74,9 @@ def write_report(
         experiment's own figures; their numbers go into ``claims.json``.
     comparisons : sequence of landscape.planes.Comparison, optional
         Cross-experiment views and statistics, in a section of their own.
+    baseline : dict, optional
+        Accepted results keyed by ``(experiment, claim)``
+        (:func:`landscape.baseline.load_baseline`), shown beside each result.
 
     Returns
     -------
@@ -85,7 +89,14 @@ def write_report(
 
     views = views or {}
     comparisons = list(comparisons or [])
+    baseline = baseline or {}
     document = claims_document(results, evidence)
+    for entry in document["results"]:
+        accepted = baseline.get((entry["experiment"], entry["claim"]))
+        entry["baseline"] = None if accepted is None else _jsonable(
+            {"verdict": accepted["verdict"], "value": accepted.get("value")}
+        )
+    document["matrix_reading"] = matrix_reading(results)
     for name, record in document["experiments"].items():
         record["landscape"] = _jsonable(
             [{"caption": view.caption, **view.numbers} for view in views.get(name, [])]
@@ -99,7 +110,7 @@ def write_report(
     write_atomic(json_path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
     html_path = report_dir / HTML_FILE
-    write_atomic(html_path, render_html(document, results, evidence, views, comparisons))
+    write_atomic(html_path, render_html(document, results, evidence, views, comparisons, baseline))
 
     logger.info("wrote %d claim results for %d experiments to %s",
                 len(results), len(evidence), report_dir)
@@ -228,7 +239,9 @@ def format_percent(fraction: float | None, decimals: int = 2) -> str:
     return f"{100 * fraction:.{decimals}f}%"
 
 
-def _claim_row(result: ClaimResult, evidence_by_name: dict[str, Evidence]) -> dict[str, Any]:
+def _claim_row(
+    result: ClaimResult, evidence_by_name: dict[str, Evidence], baseline: dict
+) -> dict[str, Any]:
     notes = []
     item = evidence_by_name.get(result.experiment)
     expected = item.experiment.expected_verdicts.get(result.claim) if item else None
@@ -256,10 +269,22 @@ def _claim_row(result: ClaimResult, evidence_by_name: dict[str, Evidence]) -> di
         "tightest": tightest,
         "verdict": result.verdict,
         "expected": expected.verdict if expected is not None else None,
+        "baseline": _baseline_text(baseline.get((result.experiment, result.claim))),
+        "baseline_changed": (
+            (result.experiment, result.claim) in baseline
+            and baseline[(result.experiment, result.claim)]["verdict"] != result.verdict
+        ),
         "n_runs": result.n_runs,
         "seeds": ", ".join(str(seed) for seed in result.seeds),
         "notes": notes,
     }
+
+
+def _baseline_text(entry: dict | None) -> str:
+    if entry is None:
+        return MISSING
+    value = entry.get("value")
+    return f"{format_number(value)} {entry['verdict']}" if value is not None else entry["verdict"]
 
 
 def _summary_rows(summary: dict[str, Any], reference: dict[str, float]) -> list[dict[str, str]]:
@@ -450,10 +475,11 @@ def render_html(
     evidence: Sequence[Evidence],
     views: dict[str, list] | None = None,
     comparisons: Sequence = (),
+    baseline: dict | None = None,
 ) -> str:
     """Render ``index.html`` from the ``claims.json`` content and the evidence behind it."""
     evidence_by_name = {item.experiment.name: item for item in evidence}
-    rows = [_claim_row(result, evidence_by_name) for result in results]
+    rows = [_claim_row(result, evidence_by_name, baseline or {}) for result in results]
     sections = [
         _experiment_section(item, document["experiments"][item.experiment.name],
                             (views or {}).get(item.experiment.name, []))
@@ -476,4 +502,54 @@ def render_html(
         verdict_counts=verdict_counts,
         confidences=", ".join(confidences) or MISSING,
         resamples=_range_text(resamples),
+        matrix=_matrix(results, [item.experiment.name for item in evidence]),
+        matrix_reading=document["matrix_reading"],
+        has_baseline=bool(baseline),
     )
+
+
+def _matrix(results: Sequence[ClaimResult], experiments: list[str]) -> dict[str, Any]:
+    """Return the claims-by-experiments table: one row per claim, one cell per experiment."""
+    cells = {(r.claim, r.experiment): r for r in results}
+    claims = list(dict.fromkeys(r.claim for r in results))
+    rows = []
+    for claim in claims:
+        row = []
+        for name in experiments:
+            result = cells.get((claim, name))
+            if result is None:
+                row.append(None)
+                continue
+            interval = MISSING if result.value is None else (
+                f"[{format_number(result.low, 3)}, {format_number(result.high, 3)}]")
+            row.append({"verdict": result.verdict, "value": format_number(result.value, 3),
+                        "interval": interval})
+        rows.append({"claim": claim, "cells": row})
+    return {"experiments": experiments, "rows": rows}
+
+
+def matrix_reading(results: Sequence[ClaimResult]) -> list[str]:
+    """Return one sentence per claim saying on which experiments it holds.
+
+    A claim "holds" where it is supported; the sentence lists the other
+    experiments by verdict.
+    """
+    sentences = []
+    claims = list(dict.fromkeys(r.claim for r in results))
+    for claim in claims:
+        by_verdict: dict[str, list[str]] = {}
+        for result in results:
+            if result.claim == claim:
+                by_verdict.setdefault(result.verdict, []).append(result.experiment)
+        total = sum(len(names) for names in by_verdict.values())
+        supported = by_verdict.pop("supported", [])
+        if not by_verdict:
+            sentences.append(f"{claim} is supported on all {total} experiments.")
+            continue
+        others = "; ".join(f"{verdict} on {', '.join(names)}" for verdict, names in by_verdict.items())
+        if supported:
+            sentences.append(f"{claim} is supported on {len(supported)} of {total} experiments; "
+                             f"{others}.")
+        else:
+            sentences.append(f"{claim} is supported on none of {total} experiments: {others}.")
+    return sentences

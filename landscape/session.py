@@ -9,10 +9,12 @@ it to the report at the end.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from landscape import experiment as registry
+from landscape.baseline import load_baseline
 from landscape.cache import RunCache
 from landscape.claims import ClaimResult, summarize_runs
 from landscape.data import Dataset, load_dataset
@@ -32,6 +34,8 @@ class SessionOptions:
     report_dir: Path
     retrain: bool = False
     landscapes: bool = True
+    baseline_path: Path | None = None
+    accept_baseline: bool = False
 
 
 @dataclass
@@ -46,6 +50,11 @@ class ClaimsSession:
 
     def __post_init__(self) -> None:
         self.cache = RunCache(self.options.cache_dir)
+        self.baseline: dict = {}
+        path = self.options.baseline_path
+        if path is not None and path.exists():
+            self.baseline = load_baseline(path)
+        self._started = time.perf_counter()
 
     def selected_experiments(self) -> list[Experiment]:
         return [registry.get(name) for name in self.options.experiments]
@@ -61,6 +70,7 @@ class ClaimsSession:
         if experiment.name not in self.evidence:
             dataset = self.dataset(experiment.dataset)
             runs = self.cache.get_all(experiment, dataset, retrain=self.options.retrain)
+            self._log_progress(experiment)
             self.evidence[experiment.name] = Evidence(
                 experiment=experiment,
                 runs=runs,
@@ -72,3 +82,14 @@ class ClaimsSession:
 
     def record(self, result: ClaimResult) -> None:
         self.results.append(result)
+
+    def _log_progress(self, experiment: Experiment) -> None:
+        """Log how many experiments have their runs ready, and an estimate of the time left."""
+        done = len(self.evidence) + 1
+        total = len(self.options.experiments)
+        elapsed = time.perf_counter() - self._started
+        logger.info(
+            "runs of %s ready: %d/%d experiments, %.0f s elapsed, about %.0f s left "
+            "for the remaining runs",
+            experiment.name, done, total, elapsed, elapsed / done * (total - done),
+        )

@@ -233,3 +233,36 @@ def test_plugin_second_run_hits_cache(pytester, tmp_path):
     document = read_claims(report_dir)
     assert document["results"] == first_results
     assert {run["cache"] for run in document["experiments"]["tiny"]["runs"]} == {"hit"}
+
+
+def test_changed_baseline_verdict_fails_naming_claim(pytester, shared_cache, tiny_verdicts):
+    toml = tiny_toml({c: v for c, v in tiny_verdicts.items() if v != "supported"})
+    baseline = pytester.path / "accepted.json"
+    options = ("--landscape-baseline", str(baseline))
+
+    accepted, _ = run_claims(pytester, toml, "tiny", shared_cache, *options,
+                             "--landscape-accept-baseline")
+    document = json.loads(baseline.read_text())
+    again, _ = run_claims(pytester, toml, "tiny", shared_cache, *options)
+    entry = next(e for e in document["results"] if e["claim"] == "final_weight_cosine")
+    actual = entry["verdict"]
+    edited = "refuted" if actual != "refuted" else "supported"
+    entry["verdict"] = edited
+    baseline.write_text(json.dumps(document))
+    changed, report_dir = run_claims(pytester, toml, "tiny", shared_cache, *options)
+
+    assert accepted.ret == 0
+    assert {(e["experiment"], e["claim"]) for e in document["results"]} == {
+        ("tiny", claim_id) for claim_id in CLAIMS
+    }
+    assert again.ret == 0
+    assert changed.ret == 1
+    changed.stdout.fnmatch_lines([
+        f"*claim final_weight_cosine on experiment tiny is now {actual}*baseline accepted "
+        f"{edited}*--landscape-accept-baseline*",
+    ])
+    outcomes = changed.parseoutcomes()
+    assert outcomes.get("failed") == 1
+    results = {r["claim"]: r for r in read_claims(report_dir)["results"]}
+    assert results["final_weight_cosine"]["baseline"]["verdict"] == edited
+    assert results["accuracy_variance"]["baseline"]["verdict"] == tiny_verdicts["accuracy_variance"]
