@@ -8,8 +8,8 @@ which must be a folder that every worker can reach (on one machine, any
 folder). A run comes out bit for bit the same trained alone or in a stack,
 so both ways give identical results.
 
-A finished run is in the cache the moment its task ends, so a worker lost
-mid-sweep costs only the runs it was training: Dask runs those again on
+A finished run is in the cache the moment its task ends. So a worker lost
+mid-sweep costs only the runs it was training, which Dask runs again on
 another worker, and running the sweep again trains only what is missing.
 """
 
@@ -37,7 +37,7 @@ class SweepError(RuntimeError):
 
 @dataclass
 class SweepResult:
-    """What a sweep did.
+    """The outcome of a sweep: which runs it trained and how long it took.
 
     Attributes
     ----------
@@ -174,13 +174,13 @@ class _Progress:
         self.done = 0
         self.started = time.perf_counter()
 
-    def advance(self, count: int, what: str = "") -> None:
+    def advance(self, count: int, detail: str = "") -> None:
         self.done += count
         elapsed = time.perf_counter() - self.started
         left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
         logger.info(
             "sweep: %d/%d runs done%s, %.0f s elapsed, about %.0f s left",
-            self.done, self.total, f" ({what})" if what else "", elapsed, left,
+            self.done, self.total, f" ({detail})" if detail else "", elapsed, left,
         )
 
 

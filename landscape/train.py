@@ -384,7 +384,7 @@ def train_runs(
                 if background is not None and step % stride == 0:
                     tensors = [p.detach().cpu().numpy() for p in stack.parameters()]
                     # A diverged run's file is NaN from here on.
-                    background.submit({k: [t[k] for t in tensors] for k in active})
+                    background.submit(tensors, active)
 
             # One synchronization per epoch: a NaN or inf loss anywhere in
             # the epoch makes that run's sum non-finite.

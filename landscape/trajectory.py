@@ -176,11 +176,11 @@ def steps_of_snapshots(n_snapshots: int, stride: int) -> np.ndarray:
 class BackgroundWriter:
     """Writes snapshots of several runs from a background thread.
 
-    :meth:`submit` copies the snapshot pieces and returns; a thread appends
-    them to each run's :class:`TrajectoryWriter`. The copy is about a fifth
-    of the cost of ``write()`` into the page cache, so training waits for
-    the copy only. At most ``max_pending`` snapshots wait in memory; a
-    further :meth:`submit` blocks until one is written.
+    :meth:`submit` copies the parameters and returns, and a thread appends
+    them to each run's :class:`TrajectoryWriter`, so training waits for the
+    copy but not for the ``write()`` calls into the page cache. At most
+    ``max_pending`` snapshots wait in memory; a further :meth:`submit`
+    blocks until one is written.
     """
 
     def __init__(self, writers: Sequence[TrajectoryWriter], max_pending: int = 4) -> None:
@@ -190,12 +190,16 @@ class BackgroundWriter:
         self._thread = threading.Thread(target=self._run, name="trajectory-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, parts_per_run: dict[int, Sequence[np.ndarray]]) -> None:
-        """Queue one snapshot for some runs: ``{index into writers: pieces}``, copied before return."""
+    def submit(self, stacked: Sequence[np.ndarray], runs: Sequence[int]) -> None:
+        """Queue one snapshot of the given runs, copying ``stacked`` before returning.
+
+        ``stacked`` holds one array per parameter tensor with the run on axis
+        0, so run k's snapshot is ``[array[k] for array in stacked]``;
+        ``runs`` are indices into the writers.
+        """
         self._raise_pending_error()
-        copied = {k: [np.array(part, dtype="<f4", copy=True) for part in parts]
-                  for k, parts in parts_per_run.items()}
-        self._queue.put(copied)
+        copied = [np.array(array, dtype="<f4", copy=True) for array in stacked]
+        self._queue.put((copied, list(runs)))
 
     def close(self) -> list[Path]:
         """Write everything queued, then close every file and return their paths."""
@@ -218,9 +222,10 @@ class BackgroundWriter:
                 return
             if self._error is not None:
                 continue  # drain, so that submit never blocks after a failure
+            stacked, runs = item
             try:
-                for k, parts in item.items():
-                    self.writers[k].write_parts(parts)
+                for k in runs:
+                    self.writers[k].write_parts([array[k] for array in stacked])
             except BaseException as error:  # re-raised in the training thread
                 self._error = error
 

@@ -62,20 +62,22 @@ def test_sweep_in_process_trains_only_missing_runs(tmp_path, digits):
 def test_sweep_on_cluster_matches_in_process(tmp_path, digits, cluster):
     experiment = tiny_experiment(name="sweep-same", runs=4, epochs=3)
 
-    here = sweep([experiment], cache_dir=tmp_path / "here")
-    there = sweep([experiment], cache_dir=tmp_path / "there", scheduler=cluster.scheduler_address)
+    in_process = sweep([experiment], cache_dir=tmp_path / "in-process")
+    on_cluster = sweep([experiment], cache_dir=tmp_path / "cluster",
+                       scheduler=cluster.scheduler_address)
 
-    assert sorted(here.trained) == sorted(there.trained) == [("sweep-same", r) for r in range(4)]
-    local = cached_runs(tmp_path / "here", experiment, digits)
-    remote = cached_runs(tmp_path / "there", experiment, digits)
+    expected = [("sweep-same", r) for r in range(4)]
+    assert sorted(in_process.trained) == sorted(on_cluster.trained) == expected
+    local = cached_runs(tmp_path / "in-process", experiment, digits)
+    remote = cached_runs(tmp_path / "cluster", experiment, digits)
     for a, b in zip(local, remote):
         for name in RECORDED_ARRAYS:
             assert np.array_equal(getattr(a, name), getattr(b, name)), (a.run, name)
     for claim_id in ("grad_norm_correlation", "final_weight_cosine", "accuracy_variance"):
-        judged_here = evaluate_claim(claim_id, experiment.name, local, seed=0)
-        judged_there = evaluate_claim(claim_id, experiment.name, remote, seed=0)
-        assert judged_here.value == judged_there.value, claim_id
-        assert (judged_here.low, judged_here.high) == (judged_there.low, judged_there.high), claim_id
+        judged_local = evaluate_claim(claim_id, experiment.name, local, seed=0)
+        judged_remote = evaluate_claim(claim_id, experiment.name, remote, seed=0)
+        assert judged_local.value == judged_remote.value, claim_id
+        assert (judged_local.low, judged_local.high) == (judged_remote.low, judged_remote.high), claim_id
 
 
 def test_killed_worker_costs_only_its_runs(tmp_path, digits, cluster):
