@@ -30,7 +30,7 @@ from landscape.data import Dataset
 from landscape.experiment import Experiment
 from landscape.model import count_parameters
 from landscape.stacked import StackedMLP
-from landscape.trajectory import BackgroundWriter, Capture, TrajectoryWriter
+from landscape.trajectory import Capture, TrajectoryWriter
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +346,6 @@ def train_runs(
         ]
         for writer, row in zip(writers, flat):
             writer.write(row)
-    background = BackgroundWriter(writers) if writers else None
 
     label = f"{experiment.name} {describe_runs(runs, experiment.runs)}"
     started = time.perf_counter()
@@ -381,10 +380,12 @@ def train_runs(
                 optimizer.step()
                 loss_sum += losses.detach().to(torch.float64)
                 step += 1
-                if background is not None and step % stride == 0:
+                if writers and step % stride == 0:
+                    # Written from this thread: a writer thread made capture slower
+                    # on a 2-core CPU, where training keeps both cores busy.
                     tensors = [p.detach().cpu().numpy() for p in stack.parameters()]
-                    # A diverged run's file is NaN from here on.
-                    background.submit(tensors, active)
+                    for k in active:  # a diverged run's file is NaN from here on
+                        writers[k].write_parts([t[k] for t in tensors])
 
             # One synchronization per epoch: a NaN or inf loss anywhere in
             # the epoch makes that run's sum non-finite.
@@ -418,10 +419,10 @@ def train_runs(
                     time.perf_counter() - epoch_started,
                     elapsed / (epoch + 1) * (epochs - epoch - 1),
                 )
-        paths = background.close() if background is not None else []
+        paths = [writer.close() for writer in writers]
     except BaseException:
-        if background is not None:
-            background.abort()
+        for writer in writers:
+            writer.abort()
         raise
     train_seconds = time.perf_counter() - started
 

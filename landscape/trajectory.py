@@ -16,8 +16,6 @@ before (the file is not forced to disk; see :meth:`TrajectoryWriter.close`).
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -172,63 +170,3 @@ def steps_of_snapshots(n_snapshots: int, stride: int) -> np.ndarray:
         raise ValueError(f"need n_snapshots >= 1 and stride >= 1, got {n_snapshots} and {stride}")
     return np.arange(n_snapshots, dtype=np.int64) * stride
 
-
-class BackgroundWriter:
-    """Writes snapshots of several runs from a background thread.
-
-    :meth:`submit` copies the parameters and returns, and a thread appends
-    them to each run's :class:`TrajectoryWriter`, so training waits for the
-    copy but not for the ``write()`` calls into the page cache. At most
-    ``max_pending`` snapshots wait in memory; a further :meth:`submit`
-    blocks until one is written.
-    """
-
-    def __init__(self, writers: Sequence[TrajectoryWriter], max_pending: int = 4) -> None:
-        self.writers = list(writers)
-        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="trajectory-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, stacked: Sequence[np.ndarray], runs: Sequence[int]) -> None:
-        """Queue one snapshot of the given runs, copying ``stacked`` before returning.
-
-        ``stacked`` holds one array per parameter tensor with the run on axis
-        0, so run k's snapshot is ``[array[k] for array in stacked]``;
-        ``runs`` are indices into the writers.
-        """
-        self._raise_pending_error()
-        copied = [np.array(array, dtype="<f4", copy=True) for array in stacked]
-        self._queue.put((copied, list(runs)))
-
-    def close(self) -> list[Path]:
-        """Write everything queued, then close every file and return their paths."""
-        self._queue.put(None)
-        self._thread.join()
-        self._raise_pending_error()
-        return [writer.close() for writer in self.writers]
-
-    def abort(self) -> None:
-        """Stop the thread and delete the temporary files."""
-        self._queue.put(None)
-        self._thread.join()
-        for writer in self.writers:
-            writer.abort()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue  # drain, so that submit never blocks after a failure
-            stacked, runs = item
-            try:
-                for k in runs:
-                    self.writers[k].write_parts([array[k] for array in stacked])
-            except BaseException as error:  # re-raised in the training thread
-                self._error = error
-
-    def _raise_pending_error(self) -> None:
-        if self._error is not None:
-            raise RuntimeError(f"writing a trajectory failed: {self._error}") from self._error
