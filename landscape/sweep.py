@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 
 from landscape.cache import RunCache, run_key
-from landscape.data import Dataset, load_dataset
+from landscape.data import Dataset, default_data_root, load_dataset
 from landscape.experiment import Experiment
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,9 @@ def sweep(
     SweepResult
     """
     started = time.perf_counter()
-    cache = RunCache(cache_dir)
+    # Absolute, so that workers started in another folder find the same data.
+    data_root = Path(data_root if data_root is not None else default_data_root()).resolve()
+    cache = RunCache(Path(cache_dir).resolve() if cache_dir is not None else None)
     datasets = {e.dataset: _load(e.dataset, _root(data_root)) for e in experiments}
     units = [(e, r) for e in experiments for r in range(e.runs)]
     missing = [
