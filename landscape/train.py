@@ -291,14 +291,7 @@ def train_runs(
     n_runs = len(runs)
     epochs = experiment.epochs
 
-    stack = StackedMLP.from_seeds(experiment.widths, seeds)
-    if initial_weights is not None and any(w is not None for w in initial_weights):
-        flat = stack.flat()
-        for k, weights in enumerate(initial_weights):
-            if weights is not None:
-                flat[k] = torch.from_numpy(weights)
-        stack = StackedMLP.from_vectors(experiment.widths, flat)
-    stack = StackedMLP([w.to(device) for w in stack.weights], [b.to(device) for b in stack.biases])
+    stack = _initial_stack(experiment, seeds, initial_weights, device)
     run_parameters = stack.run_parameters()
     switch_epochs = {first: index for index, (first, *_) in enumerate(experiment.phases())}
     orders = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -424,21 +417,20 @@ def train_runs(
         for writer in writers:
             writer.abort()
         raise
-    train_seconds = time.perf_counter() - started
-
+    common = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "train_seconds": (time.perf_counter() - started) / n_runs,
+        "stacked_runs": n_runs,
+        "dataset": dataset.name,
+        "dataset_checksum": dataset.checksum,
+        "training_version": TRAINING_VERSION,
+        "config": experiment.training_config(),
+    }
     results = []
     for k, (run, seed) in enumerate(zip(runs, seeds)):
-        metadata = {
-            "device": str(device),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "train_seconds": train_seconds / n_runs,
-            "stacked_runs": n_runs,
-            "dataset": dataset.name,
-            "dataset_checksum": dataset.checksum,
-            "training_version": TRAINING_VERSION,
-            "config": experiment.training_config(),
-        }
+        metadata = dict(common)
         if initial_weights is not None and initial_weights[k] is not None:
             metadata["initial_weights"] = "given"
         if paths:
@@ -457,6 +449,23 @@ def train_runs(
             metadata=metadata,
         ))
     return results
+
+
+def _initial_stack(
+    experiment: Experiment,
+    seeds: list[int],
+    initial_weights: list[np.ndarray | None] | None,
+    device: torch.device,
+) -> StackedMLP:
+    """Return the runs' starting weights on ``device``: seeded, or given where ``initial_weights`` says."""
+    stack = StackedMLP.from_seeds(experiment.widths, seeds)
+    if initial_weights is not None and any(w is not None for w in initial_weights):
+        flat = stack.flat()
+        for k, weights in enumerate(initial_weights):
+            if weights is not None:
+                flat[k] = torch.from_numpy(weights)
+        stack = StackedMLP.from_vectors(experiment.widths, flat)
+    return StackedMLP([w.to(device) for w in stack.weights], [b.to(device) for b in stack.biases])
 
 
 def describe_runs(runs: list[int], total: int) -> str:
