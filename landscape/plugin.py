@@ -217,6 +217,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                 f"{result.value:.4g} [{result.low:.4g}, {result.high:.4g}] "
                 f"{result.direction} {result.threshold:g}"
             )
+        accepted = state.baseline.get((result.experiment, result.claim))
+        if accepted is not None:
+            value = accepted.get("value")
+            numbers += f"  (baseline: {'' if value is None else f'{value:.4g} '}{accepted['verdict']})"
         write(f"{result.experiment:<14} {result.claim:<28} {result.verdict:<13} {numbers}")
     for path in state.report_paths:
         write(f"report written: {Path(path).resolve()}")
