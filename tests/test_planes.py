@@ -77,3 +77,16 @@ def test_experiments_with_other_seeds_are_not_comparable(two_experiments):
         adam.runs, adam.dataset, adam.summary,
     )
     assert not comparable(adam, shifted)
+
+
+def test_comparisons_pair_each_experiment_with_the_first_comparable(two_experiments):
+    adam, sgd = two_experiments
+    adam.cache_dir = sgd.cache_dir = None
+    twin = Evidence(
+        tiny_experiment(name="tiny-twin", runs=3, epochs=4), sgd.runs, sgd.dataset, sgd.summary,
+    )
+
+    with one_torch_thread():
+        found = comparisons([adam, sgd, twin])
+
+    assert [(c.first, c.second) for c in found] == [("tiny-adam", "tiny-sgd"), ("tiny-adam", "tiny-twin")]
