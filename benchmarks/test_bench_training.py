@@ -41,7 +41,7 @@ from torchvision import datasets, transforms
 from landscape import experiment as experiments
 from landscape.data import MNIST_MEAN, MNIST_STD
 from landscape.model import build_mlp, count_parameters
-from landscape.train import make_optimizer, train_runs
+from landscape.train import train_runs
 from landscape.trajectory import Capture, open_trajectory
 
 EXPERIMENT = "paper-adam"
