@@ -12,8 +12,8 @@ Four ways to compute the same surface run side by side in one pytest run:
 A 4096 x 4096 float32 matrix product gives the machine's measured GFLOP/s.
 Each benchmark stores its fastest round, and ``conftest.py`` turns those into
 speed ratios in the terminal summary and in the JSON output. Run them with
-``scripts/bench.sh``. The whole run took 3.5 minutes on a quiet 2-core AMD
-EPYC VM and 7.5 minutes while other jobs kept its cores busy.
+``scripts/bench.sh``. With the training benchmarks, the whole run took 3 min
+42 s on a quiet 2-core AMD EPYC VM.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from torch.nn.utils import vector_to_parameters
 from group_approach import N_JOBS, group_surface, start_workers
 from landscape.surface import loss_surface
 
-# The fast engine and the matmul take several rounds. The other methods take
-# 20 to 40 s per round on a 2-core VM, so they get one.
+# The fast engine and the matmul take several rounds. The other methods took
+# 8 to 16 s per round on a 2-core VM, so they get one.
 FAST_ROUNDS = 3
 SLOW_ROUNDS = 1
 MATMUL_SIZE = 4096

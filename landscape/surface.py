@@ -28,15 +28,16 @@ Two engines compute the same quantities:
 Speed on the paper-adam PCA-plane grid (21 x 21 points, the 10,000 MNIST
 test images) is measured by the benchmarks in ``benchmarks/``, run with
 ``scripts/bench.sh``, and ``benchmarks/README.md`` records the results. On a
-quiet 2-core AMD EPYC VM with torch 2.14.1 the fast engine took 25 ms per
-grid point and the reference 89 ms with one intra-op thread (3.6 times
-faster), and 14.5 against 46.6 ms with two threads (3.2 times). The ratio of
-multiply-adds per sample, 134,400 against 34,048, bounds the speedup at
-3.95, and the fast engine's batched products already run at about the
-machine's matmul rate (33 against 34 GFLOP/s on one thread). The fast engine
-issues many small operations, so it suffers more than the reference when an
-intra-op thread waits for a core that another process keeps busy. With two
-threads on that VM under such load it was no faster than the reference.
+quiet 2-core AMD EPYC VM with torch 2.14.1, the fast engine took 8.5 ms per
+grid point and the reference 36.0 ms with one intra-op thread (4.2 times
+faster). With two threads they took 4.7 and 18.7 ms (4.0 times). The ratio
+of multiply-adds per sample, 134,400 against 34,048, bounds the speedup at
+3.95 when both run their products equally efficiently, and the fast
+engine's batched products ran at 74% of that VM's 4096 x 4096 matmul rate.
+The fast engine issues many small operations, so it suffers more than the
+reference when an intra-op thread waits for a core that another process
+keeps busy. With two threads on a VM under such load it was no faster than
+the reference.
 
 Example (a 5 x 3 grid, the unperturbed model at cell [2, 1])::
 
@@ -761,8 +762,7 @@ def _exp_floor(dtype: torch.dtype, n_classes: int) -> float | None:
     ``exp`` of an argument below ``log(finfo.tiny)`` returns a subnormal
     number or 0, and PyTorch's vectorized ``exp`` then takes a slow path: on a
     2-core AMD EPYC (Zen 1) VM with torch 2.14.1 it ran 10 to 50 times slower.
-    On the paper-adam PCA-plane grid about 29% of the shifted logits fall
-    there, and ``exp`` took about 6% of the fast engine's time before the clamp.
+    On the paper-adam PCA-plane grid 0.9% of the shifted logits fall there.
     A clamped term grows by less than ``exp(floor)``, and the sum it joins is
     at least 1 (the largest logit contributes ``exp(0)``), so the sum changes
     by at most its last bit when ``n_classes * exp(floor)`` is below half an
