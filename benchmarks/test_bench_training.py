@@ -138,7 +138,7 @@ def test_capture_cost(benchmark, mnist, paper_adam, timings, tmp_path, every_ste
     """One epoch of K runs, streaming a snapshot per epoch or per step to disk.
 
     The time ends when the files are closed, before the kernel has written
-    them to disk; ``sync_seconds`` is how long ``os.sync()`` took after the
+    them to disk. ``sync_seconds`` is how long ``os.sync()`` took after the
     last round.
     """
     short = dataclasses.replace(paper_adam, epochs=1)
@@ -181,8 +181,8 @@ def trajectories(mnist, paper_adam, tmp_path_factory):
 
 # The child process maps the file, runs PCA on its first rows and prints its
 # own time and peak resident memory. The peak is VmHWM from /proc/self/status,
-# which starts afresh at exec; getrusage's ru_maxrss does not on Linux, so a
-# child started from a 1.3 GB pytest process would report at least 1.3 GB.
+# which starts afresh at exec. On Linux getrusage's ru_maxrss carries over
+# exec, so a child started from a 1.3 GB pytest process reported 1.3 GB.
 _PCA_CHILD = """
 import json, sys, time
 from landscape.pca import pca_plane

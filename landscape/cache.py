@@ -193,8 +193,8 @@ class RunCache:
         trained as one stack by :func:`landscape.train.train_runs`, which
         gives each run the same result as training it alone, and each is
         stored in its own entry. The locks of all requested entries are held
-        meanwhile, taken in key order so that two processes asking for
-        overlapping sets cannot deadlock; the second one then finds the
+        meanwhile. They are taken in key order, so two processes that request
+        overlapping sets cannot deadlock, and the second one then finds the
         entries written.
 
         With ``capture``, a run whose trajectory file (see

@@ -27,8 +27,8 @@ A long trajectory, such as one snapshot per optimizer step streamed to disk
 by :mod:`landscape.trajectory`, does not fit in memory as a float64 matrix
 (5,000 snapshots of the paper's MLP take 5.4 GB). For those,
 ``method="gram"`` reads the snapshots in blocks of columns and accumulates
-the ``(n_snapshots, n_snapshots)`` Gram matrix of the centered snapshots,
-whose eigenvectors give the left singular vectors; a second pass over the
+the ``(n_snapshots, n_snapshots)`` Gram matrix of the centered snapshots.
+Its eigenvectors are the left singular vectors, and a second pass over the
 blocks turns them into directions. Memory then grows with ``n_snapshots**2``
 and the block size, not with the trajectory's size.
 """

@@ -155,10 +155,11 @@ class StackedMLP:
         The slices are views: an optimizer given them updates the stack in
         place and reads the gradients that :meth:`loss_and_gradients` writes.
         Giving an optimizer one tensor per run rather than the stacked
-        tensors keeps a run's arithmetic independent of the other runs:
+        tensors keeps a run's arithmetic independent of the other runs.
         PyTorch's fused optimizers vectorize over each tensor, so with
         stacked tensors the elements of one run could fall on a vector
         boundary or in a scalar tail depending on K, and round differently.
+        With stacked tensors, fused Adam did change a run's weights.
         """
         self._allocate_gradients()
         views = []

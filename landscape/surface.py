@@ -763,10 +763,10 @@ def _exp_floor(dtype: torch.dtype, n_classes: int) -> float | None:
     number or 0, and PyTorch's vectorized ``exp`` then takes a slow path: on a
     2-core AMD EPYC (Zen 1) VM with torch 2.14.1 it ran 10 to 50 times slower.
     On the paper-adam PCA-plane grid 0.9% of the shifted logits fall there.
-    A clamped term grows by less than ``exp(floor)``, and the sum it joins is
-    at least 1 (the largest logit contributes ``exp(0)``), so the sum changes
-    by at most its last bit when ``n_classes * exp(floor)`` is below half an
-    ulp of 1. That holds for float32, float64 and bfloat16, not for float16.
+    A clamped term grows by less than ``exp(floor)``. The sum it joins is at
+    least 1, because the largest logit contributes ``exp(0)``. So the sum
+    changes by at most its last bit when ``n_classes * exp(floor)`` is below
+    half an ulp of 1. That holds for float32, float64 and bfloat16, not for float16.
     On the paper-adam grid the losses came out bit for bit the same.
     """
     info = torch.finfo(dtype)

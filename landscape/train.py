@@ -457,7 +457,7 @@ def _initial_stack(
     initial_weights: list[np.ndarray | None] | None,
     device: torch.device,
 ) -> StackedMLP:
-    """Return the runs' starting weights on ``device``: seeded, or given where ``initial_weights`` says."""
+    """Return the runs' starting weights on ``device``, seeded unless ``initial_weights`` gives a vector."""
     stack = StackedMLP.from_seeds(experiment.widths, seeds)
     if initial_weights is not None and any(w is not None for w in initial_weights):
         flat = stack.flat()

@@ -9,8 +9,9 @@ row by row, so the trajectory is never held in memory. Read it with
 it to :func:`landscape.pca.pca_plane`, which reads it in blocks.
 
 A file is written under a temporary name and renamed when training ends, so a
-file with the final name is complete, unless the machine lost power just
-before (the file is not forced to disk; see :meth:`TrajectoryWriter.close`).
+file with the final name is complete. The exception is a power loss just
+before, because the file is not forced to disk (see
+:meth:`TrajectoryWriter.close`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ PARTIAL_SUFFIX = ".partial"
 
 @dataclass(frozen=True)
 class Capture:
-    """Where and how often training streams snapshots to disk.
+    """The folder and the interval for snapshots that training streams to disk.
 
     Parameters
     ----------

@@ -30,10 +30,10 @@ def test_write_then_load_round_trips(tmp_path):
 
 
 def test_write_keeps_entries_of_experiments_not_run(tmp_path):
-    kept = {("old", "final_weight_cosine"): {"experiment": "old", "claim": "final_weight_cosine",
-                                             "verdict": "refuted"}}
+    previous = {("old", "final_weight_cosine"): {"experiment": "old", "claim": "final_weight_cosine",
+                                                 "verdict": "refuted"}}
 
-    write_baseline(tmp_path / "baseline.json", [result()], kept)
+    write_baseline(tmp_path / "baseline.json", [result()], previous)
 
     assert set(load_baseline(tmp_path / "baseline.json")) == {
         ("old", "final_weight_cosine"), ("exp", "final_weight_cosine"),

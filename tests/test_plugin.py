@@ -256,6 +256,7 @@ def test_changed_baseline_verdict_fails_naming_claim(pytester, shared_cache, tin
         ("tiny", claim_id) for claim_id in CLAIMS
     }
     assert again.ret == 0
+    again.stdout.fnmatch_lines([f"tiny*final_weight_cosine*(baseline: * {actual})"])
     assert changed.ret == 1
     changed.stdout.fnmatch_lines([
         f"*claim final_weight_cosine on experiment tiny is now {actual}*baseline accepted "
